@@ -1,0 +1,121 @@
+"""The method interface.
+
+A method turns an NFE budget and a denoiser into samples. It may have a fit
+phase (tuning or learning on the task's tuning split); the harness measures
+that phase's cost in denoiser evaluations and seconds and caches what it
+returns, keyed by the configuration. What differs between methods is data
+(``defaults``, ``presets``, ``needs``), never a name the harness tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bench import sampling
+
+
+class BudgetError(ValueError):
+    """The NFE budget cannot hold the method's cheapest configuration."""
+
+
+@dataclass
+class Artifact:
+    """What a fit produced: JSON-able ``meta`` and named tensors."""
+    meta: dict = field(default_factory=dict)
+    tensors: dict = field(default_factory=dict)
+
+
+class Method:
+    name: str = ""
+    description: str = ""
+    defaults: dict = {}
+    # task name -> settings that replace the defaults on that task (published configurations)
+    presets: dict = {}
+    # capabilities the task must offer: "tuning" (a tuning split), "classes"
+    needs: tuple = ()
+    # version of the fit procedure: bump it and cached artifacts are recomputed
+    fit_version: int = 1
+    has_fit: bool = False
+
+    def __init__(self, task=None, **config):
+        cfg = dict(self.defaults)
+        if task is not None:
+            cfg.update(self.presets.get(task.name, {}))
+        unknown = set(config) - set(cfg)
+        if unknown:
+            raise ValueError(f"method {self.name} has no setting {', '.join(sorted(unknown))}; "
+                             f"its settings are {', '.join(sorted(cfg)) or 'none'}")
+        for k, v in config.items():
+            cfg[k] = float(v) if isinstance(cfg[k], float) and isinstance(v, int) and not isinstance(v, bool) else v
+        self.config = cfg
+
+    # fit ------------------------------------------------------------------
+    def fit(self, ctx) -> Artifact:
+        """Tune or learn on ``ctx.task``'s tuning split; only called when ``has_fit``."""
+        return Artifact()
+
+    def load(self, artifact: Artifact):
+        """Take the state a fit (this run's or a cached one) produced."""
+
+    def fit_key(self) -> dict:
+        """What the fit depends on besides the task, denoiser and NFE budget."""
+        return dict(self.config)
+
+    # sampling ---------------------------------------------------------------
+    def sample(self, denoiser, x, *, nfe_budget: int, class_labels=None, noise=None) -> torch.Tensor:
+        """Map the initial state ``x`` (at sigma_max, float64) to samples within the budget."""
+        raise TypeError(f"method {self.name} defines no sample()")
+
+    def describe_budget(self, nfe_budget: int) -> dict:
+        """The configuration the budget selects (for the result file)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    fn: callable
+    nfe: callable       # steps -> NFE
+    steps: callable     # NFE budget -> the most steps that fit
+    min_steps: int
+
+
+SOLVER_SPECS = {
+    "euler": SolverSpec(sampling.euler, lambda n: n, lambda b: b, 1),
+    "heun": SolverSpec(sampling.heun, lambda n: 2 * n - 1, lambda b: (b + 1) // 2, 2),
+    "dpmpp-2m": SolverSpec(sampling.dpmpp_2m, lambda n: n, lambda b: b, 2),
+    "ipndm": SolverSpec(sampling.ipndm, lambda n: n, lambda b: b, 2),
+}
+
+
+def steps_for(solver: str, nfe_budget: int) -> int:
+    """The most steps of ``solver`` whose NFE fits the budget; BudgetError when none does."""
+    spec = SOLVER_SPECS[solver]
+    n = spec.steps(int(nfe_budget))
+    if n < spec.min_steps:
+        raise BudgetError(f"NFE budget {nfe_budget} is too small for {solver}: it needs at least "
+                          f"{spec.nfe(spec.min_steps)} ({spec.min_steps} steps)")
+    return n
+
+
+class SolverMethod(Method):
+    """A fixed solver on the EDM schedule: ``solver``, ``rho`` and solver settings in the config."""
+    solver: str = "heun"
+    settings: tuple = ()  # config keys passed to the solver
+
+    def schedule(self, denoiser, nfe_budget):
+        n = steps_for(self.solver, nfe_budget)
+        return sampling.karras_sigmas(n, denoiser.sigma_min, denoiser.sigma_max, self.config.get("rho", 7.0))
+
+    def solver_settings(self) -> dict:
+        return {k: self.config[k] for k in self.settings}
+
+    def sample(self, denoiser, x, *, nfe_budget, class_labels=None, noise=None):
+        sigmas = self.schedule(denoiser, nfe_budget).to(x.device)
+        return SOLVER_SPECS[self.solver].fn(denoiser, x, sigmas, class_labels=class_labels, noise=noise,
+                                            **self.solver_settings())
+
+    def describe_budget(self, nfe_budget):
+        n = steps_for(self.solver, nfe_budget)
+        return dict(solver=self.solver, steps=n, nfe_formula=SOLVER_SPECS[self.solver].nfe(n))
+

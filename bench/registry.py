@@ -1,0 +1,83 @@
+"""Registries of tasks and methods.
+
+A task or a method is one module with one decorator. The modules of the
+project's own ``tasks`` and ``methods`` packages are imported on the first
+lookup; third-party packages register through the entry-point groups
+``bench.tasks`` and ``bench.methods`` (each entry point names a module to
+import, whose decorators do the registering).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+
+_TASKS: dict[str, type] = {}
+_METHODS: dict[str, type] = {}
+_loaded = False
+
+
+class UnknownNameError(KeyError):
+    def __str__(self):  # KeyError quotes its message; a user wants the plain line
+        return self.args[0]
+
+
+def _register(table, kind, name, cls):
+    if name in table and table[name] is not cls:
+        raise ValueError(f"{kind} {name!r} is registered twice ({table[name].__module__} and {cls.__module__})")
+    cls.name = name
+    table[name] = cls
+    return cls
+
+
+def register_task(name: str):
+    """Class decorator: ``@register_task("gmm8")``. The id may carry a version, ``name-vN``."""
+    return lambda cls: _register(_TASKS, "task", name, cls)
+
+
+def register_method(name: str):
+    """Class decorator: ``@register_method("edm")``."""
+    return lambda cls: _register(_METHODS, "method", name, cls)
+
+
+def _load_builtin():
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for pkg_name in ("tasks", "methods"):
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{info.name}")
+    for group in ("bench.tasks", "bench.methods"):
+        for ep in entry_points(group=group):
+            ep.load()
+
+
+def _lookup(table, kind, name):
+    _load_builtin()
+    if name in table:
+        return table[name]
+    close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownNameError(f"unknown {kind} {name!r}{hint} (`python -m bench list` shows all {kind}s)")
+
+
+def task_class(name: str) -> type:
+    return _lookup(_TASKS, "task", name)
+
+
+def method_class(name: str) -> type:
+    return _lookup(_METHODS, "method", name)
+
+
+def tasks() -> dict[str, type]:
+    _load_builtin()
+    return dict(sorted(_TASKS.items()))
+
+
+def methods() -> dict[str, type]:
+    _load_builtin()
+    return dict(sorted(_METHODS.items()))

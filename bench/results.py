@@ -1,0 +1,94 @@
+"""Result files: one JSON per (task, method label, NFE budget, seed).
+
+Written atomically. A failed run never replaces a successful result of the same
+key: it goes to ``<name>.failed.json`` beside it, so no earlier number is lost.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import subprocess
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.io import atomic_write_json
+
+SCHEMA = 1
+REQUIRED = ("method", "task", "nfe_budget", "seed", "status", "metrics", "nfe")
+
+
+def result_path(out, task: str, label: str, nfe_budget: int, seed: int) -> Path:
+    return Path(out) / task / label / f"nfe{nfe_budget}_seed{seed}.json"
+
+
+def write_result(path: Path, result: dict) -> Path:
+    path = Path(path)
+    if result["status"] != "ok" and path.exists():
+        try:
+            ok_before = json.loads(path.read_text()).get("status") == "ok"
+        except (OSError, ValueError):
+            ok_before = False
+        if ok_before:
+            path = path.with_name(path.stem + ".failed.json")
+    atomic_write_json(path, result)
+    if result["status"] == "ok":
+        failed = path.with_name(path.stem + ".failed.json")
+        if failed.exists():
+            failed.unlink()
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def git_sha() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10)
+        sha = head.stdout.strip() if head.returncode == 0 else ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        own = version("sampler-bench")
+    except PackageNotFoundError:
+        own = "unknown"
+    return dict(bench=own, python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
+                platform=sys.platform)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def load_results(dirs) -> list[dict]:
+    """Every result under ``dirs``; unreadable, truncated or old-schema files are
+    skipped with a warning naming them, never silently."""
+    out = []
+    for d in [dirs] if isinstance(dirs, (str, Path)) else dirs:
+        for p in sorted(Path(d).rglob("*.json")):
+            try:
+                r = json.loads(p.read_text())
+            except (OSError, ValueError) as e:
+                warnings.warn(f"skipping unreadable result file {p}: {e}", stacklevel=2)
+                continue
+            if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
+                warnings.warn(f"skipping {p}: not a result file of this schema (needs {', '.join(REQUIRED)})",
+                              stacklevel=2)
+                continue
+            if r.get("schema", 0) > SCHEMA:
+                warnings.warn(f"skipping {p}: written by a newer version (schema {r.get('schema')})", stacklevel=2)
+                continue
+            r["_path"] = str(p)
+            out.append(r)
+    return out

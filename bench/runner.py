@@ -1,0 +1,211 @@
+"""The harness: fit (cached), sample with measured NFE, score, write results."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench import dist
+from bench.artifacts import ArtifactStore
+from bench.denoiser import CountingDenoiser
+from bench.io import atomic_write_bytes, check_writable
+from bench.method import BudgetError
+from bench.noise import Noise
+from bench.registry import method_class, task_class
+from bench.results import SCHEMA, git_sha, now, result_path, versions, write_result
+from bench.task import Task, Unsupported
+
+FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it
+
+
+def get_task(name: str) -> Task:
+    """A task instance by id: ``gmm8`` (newest version) or ``gmm8-v1`` (exact version)."""
+    base, _, ver = name.rpartition("-v")
+    if base and ver.isdigit():
+        cls = task_class(base)
+        if cls.version != int(ver):
+            raise ValueError(f"task {base} is at version {cls.version}, not {ver}; results of other "
+                             f"versions are not comparable")
+        return cls()
+    return task_class(name)()
+
+
+def get_method(name: str, task: Task | None = None, **config):
+    """A method instance, with the task's preset (if any) under the given settings."""
+    return method_class(name)(task=task, **config)
+
+
+def generate(sample_fn, task, denoiser, n: int, seed: int, *, nfe_budget: int, device="cpu",
+             batch_size: int = 10_000, indices=None):
+    """Draw samples ``indices`` (default 0..n-1) of run ``seed``: each starts from its
+    own stream ``Noise(seed, i)``. Returns (x float32 on the CPU, labels or None)."""
+    indices = torch.arange(n) if indices is None else indices
+    xs, ls = [], []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        noise = Noise(seed, chunk, device=device)
+        x = noise.randn(denoiser.shape, dtype=torch.float64) * denoiser.sigma_max
+        labels = task.class_labels(seed, chunk, device)
+        out = sample_fn(denoiser, x, nfe_budget=nfe_budget, class_labels=labels, noise=noise)
+        xs.append(out.detach().to(torch.float32).cpu())
+        ls.append(None if labels is None else labels.cpu())
+    x = torch.cat(xs) if xs else torch.empty(0, *denoiser.shape)
+    return x, (None if not ls or ls[0] is None else torch.cat(ls))
+
+
+@dataclass
+class FitContext:
+    """What a method's fit sees: the task, the (counted) denoiser, the budget."""
+    task: Task
+    denoiser: CountingDenoiser
+    nfe_budget: int
+    device: str
+    batch_size: int
+    progress: bool
+    seed: int = FIT_SEED
+
+    def generate(self, sample_fn, n, seed_offset=0):
+        return generate(sample_fn, self.task, self.denoiser, n, self.seed + seed_offset,
+                        nfe_budget=self.nfe_budget, device=self.device, batch_size=self.batch_size)
+
+    def tuning(self, n, seed=0):
+        return self.task.sample_tuning(n, seed)
+
+
+def _check_needs(method, task):
+    for need in method.needs:
+        if need == "tuning" and type(task).sample_tuning is Task.sample_tuning:
+            raise Unsupported(f"method {method.name} tunes on data, and task {task.name} has no tuning split")
+        if need == "classes" and not task.num_classes:
+            raise Unsupported(f"method {method.name} needs a class-conditional task; {task.name} is unconditional")
+
+
+def _fit(method, task, denoiser, denoiser_name, nfe_budget, device, batch_size, progress, store, rank, world):
+    key = dict(method=method.name, fit_version=method.fit_version, config=method.fit_key(), task=task.id,
+               denoiser=denoiser_name, nfe_budget=nfe_budget)
+    cached = store.load(key)
+    if cached is None and rank == 0:
+        denoiser.reset()
+        t0 = time.perf_counter()
+        ctx = FitContext(task, denoiser, nfe_budget, device, batch_size, progress)
+        artifact = method.fit(ctx)
+        cost = dict(nfe=denoiser.rows, seconds=time.perf_counter() - t0)
+        store.save(key, artifact, cost)
+        method.load(artifact)
+        dist.barrier(world)
+        return dict(cost, reused=False, artifact=dict(cost), artifact_path=str(store.path(key)))
+    dist.barrier(world)
+    if cached is None:
+        cached = store.load(key)
+    artifact, cost = cached
+    method.load(artifact)
+    return dict(nfe=0, seconds=0.0, reused=True, artifact=cost, artifact_path=str(store.path(key)))
+
+
+def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: int | None = None,
+        out="results", device: str = "cpu", save_samples: bool = False, denoiser: str | None = None,
+        config: dict | None = None, label: str | None = None, batch_size: int = 10_000,
+        progress: bool = True, cache=None) -> list[dict]:
+    """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
+    (also written under ``out``). Bad input raises before any work starts; a failure
+    while sampling or scoring gives a result with status ``failed``."""
+    nfe = [nfe] if isinstance(nfe, int) else list(nfe)
+    seeds = [seed if seed is not None else 0] if seeds is None else list(seeds)
+    t = get_task(task)
+    m = get_method(method, t, **(config or {}))
+    _check_needs(m, t)
+    for b in nfe:
+        m.describe_budget(b)  # raises BudgetError before anything runs
+    for s in seeds:
+        if not 0 <= int(s) < FIT_SEED:
+            raise ValueError(f"seed {s} out of range: evaluation seeds are integers in 0..{FIT_SEED - 1}")
+    rank, world = dist.init(device)
+    if rank == 0:
+        check_writable(out)
+    denoiser_name = denoiser or next(iter(t.denoisers()))
+    net = t.denoiser(denoiser_name).to(device)
+    counted = CountingDenoiser(net)
+    label = label or (m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}")
+    n = samples or t.default_samples
+    ref_x, ref_labels = t.sample_reference(getattr(t, "reference_size", t.default_samples), 0)
+    store = ArtifactStore(cache)
+    results = []
+    jobs = [(b, s) for b in nfe for s in seeds]
+    bar = tqdm(jobs, desc=f"{m.name} on {t.name}", disable=not progress or rank != 0)
+    fit_cost = None
+    for b, s in bar:
+        if m.has_fit and (fit_cost is None or fit_cost.get("budget") != b):
+            bar.set_postfix_str(f"fit nfe={b}")
+            fit_cost = dict(_fit(m, t, counted, denoiser_name, b, device, batch_size, progress, store, rank, world),
+                            budget=b)
+        r, drawn = _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch_size, rank, world)
+        r.update(label=label, fit_cost={k: v for k, v in (fit_cost or dict(nfe=0, seconds=0.0)).items()
+                                        if k != "budget"})
+        if rank == 0:
+            path = result_path(out, t.name, label, b, s)
+            if save_samples and drawn is not None:
+                r["samples_file"] = _save_samples(path, drawn)
+            r["path"] = str(write_result(path, r))
+            if r["status"] == "ok":
+                bar.set_postfix_str(f"nfe={b} seed={s} {t.primary_metric}={r['metrics'][t.primary_metric]:.4g}")
+        results.append(r)
+    return results
+
+
+def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch_size, rank, world):
+    r = dict(schema=SCHEMA, method=m.name, method_config=m.config, budget_config=m.describe_budget(b),
+             task=t.name, task_version=t.version, denoiser=denoiser_name, nfe_budget=b, seed=s, n_samples=n,
+             metrics={}, nfe=None, sample_seconds=None, status="ok", protocol={}, versions=versions(),
+             git_sha=git_sha(), created=now(), world_size=world, device=str(device))
+    drawn = None
+    try:
+        counted.reset()
+        idx = dist.shard(n, rank, world)
+        t0 = time.perf_counter()
+        x, labels = generate(m.sample, t, counted, n, s, nfe_budget=b, device=device, batch_size=batch_size,
+                             indices=idx)
+        r["sample_seconds"] = dist.all_sum(time.perf_counter() - t0, world) / world
+        rows = dist.all_sum(counted.rows, world)
+        got = dist.gather(idx, dict(x=x, labels=labels), world)
+        x, labels = got["x"], got["labels"]
+        r["nfe"] = rows / n
+        if r["nfe"] > b + 1e-9:
+            raise BudgetError(f"method {m.name} spent {r['nfe']:g} NFE per sample, over its budget {b}")
+        finite = torch.isfinite(x.reshape(n, -1)).all(1)
+        if not finite.all():
+            raise FloatingPointError(f"samples contain NaN or inf ({int((~finite).sum())} of {n} samples)")
+        r["protocol"] = dict(t.protocol(n, len(ref_x)), nfe_convention="measured denoiser evaluations per "
+                             "sample, every call counted (Heun's final Euler step included, 2N-1)",
+                             eval_seeds=f"run seed {s}, sample i from stream (seed, i)")
+        if rank == 0:
+            t1 = time.perf_counter()
+            r["metrics"] = {k: float(v) for k, v in t.metrics(x, labels, ref_x, ref_labels, seed=s).items()}
+            r["metric_seconds"] = time.perf_counter() - t1
+            bad = [k for k, v in r["metrics"].items() if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"metric(s) {', '.join(bad)} not finite")
+            drawn = (x, labels)
+    except (BudgetError, Unsupported):
+        raise
+    except Exception as e:  # recorded, never swallowed: the result says failed and why
+        r["status"] = "failed"
+        r["error"] = f"{type(e).__name__}: {e}"
+        r["metrics"] = {}
+    return r, drawn
+
+
+def _save_samples(result_file, samples) -> str:
+    import io
+    x, labels = samples
+    buf = io.BytesIO()
+    arrays = dict(x=x.numpy())
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
+    np.savez_compressed(buf, **arrays)
+    path = result_file.with_suffix(".npz")
+    atomic_write_bytes(path, buf.getvalue())
+    return path.name

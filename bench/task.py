@@ -1,0 +1,82 @@
+"""The task interface.
+
+A task owns its data (reference set for evaluation, a disjoint tuning set for
+methods that tune or learn, a training set for its own denoiser), its
+denoisers (``denoisers()``: name -> loader, the first the default), and its
+metrics. The harness reads what differs between tasks from these attributes,
+never from the task's name.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bench.noise import Noise
+
+LABEL_STREAM = 7  # Noise stream of the class labels drawn for conditional sampling
+
+
+class Unsupported(RuntimeError):
+    """A task lacks what a method or a command needs (tuning data, a denoiser, ...)."""
+
+
+class Task:
+    name: str = ""
+    version: int = 1
+    description: str = ""
+    shape: tuple = ()
+    num_classes: int = 0
+    default_samples: int = 5000
+    primary_metric: str = "w2"
+    # metric name -> True when higher is better (the rest: lower is better)
+    higher_is_better: dict = {}
+    tuning_size: int | None = None  # None: unlimited (a sampler of the true distribution)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}-v{self.version}"
+
+    # data -----------------------------------------------------------------
+    def sample_reference(self, n: int, seed: int = 0):
+        """``(x, labels)`` from the evaluation split; labels None when unconditional."""
+        raise Unsupported(f"task {self.name} defines no reference data")
+
+    def sample_tuning(self, n: int, seed: int = 0):
+        """``(x, labels)`` from the tuning split, disjoint from the reference split."""
+        raise Unsupported(f"task {self.name} has no tuning data: methods that tune or learn cannot run on it")
+
+    def class_labels(self, seed: int, indices, device="cpu"):
+        """Per-sample class labels for conditional sampling (uniform over classes),
+        drawn from the sample's own stream, so they too are split-invariant."""
+        if not self.num_classes:
+            return None
+        u = Noise(seed, indices, stream=LABEL_STREAM).rand(())
+        return (u * self.num_classes).long().clamp_max(self.num_classes - 1).to(device)
+
+    # denoisers ------------------------------------------------------------
+    def denoisers(self) -> dict:
+        """name -> zero-argument loader; the first entry is the default."""
+        raise Unsupported(f"task {self.name} defines no denoiser")
+
+    def denoiser(self, which: str | None = None):
+        options = self.denoisers()
+        which = which or next(iter(options))
+        if which not in options:
+            raise ValueError(f"task {self.name} has no denoiser {which!r}; choose from {', '.join(options)}")
+        return options[which]()
+
+    # metrics --------------------------------------------------------------
+    def metrics(self, x: torch.Tensor, labels, ref_x: torch.Tensor, ref_labels, seed: int = 0) -> dict:
+        raise Unsupported(f"task {self.name} defines no metrics")
+
+    def protocol(self, n_samples: int, n_reference: int) -> dict:
+        return dict(reference="sample_reference", n_samples=n_samples, n_reference=n_reference)
+
+    def better(self, metric: str, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better.get(metric, False) else a < b
+
+
+def np_rng(*key) -> np.random.Generator:
+    """A numpy generator keyed by a tuple of integers or strings."""
+    ints = [int.from_bytes(k.encode(), "little") % 2**63 if isinstance(k, str) else int(k) for k in key]
+    return np.random.default_rng(np.random.SeedSequence(ints))

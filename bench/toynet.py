@@ -1,0 +1,109 @@
+"""A small MLP denoiser for low-dimensional tasks, and the weight files it ships in.
+
+Weights are safetensors (no code can ride along) with the architecture in the
+file's metadata; every file is listed with its sha256 in a manifest beside
+it, checked on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from bench.denoiser import EDMPrecond
+from bench.io import atomic_write_bytes, atomic_write_json
+
+
+class FourierEmbedding(nn.Module):
+    """Sinusoidal embedding of the scalar c_noise = ln(sigma)/4 at fixed frequencies."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(100.0), dim // 2)))
+
+    def forward(self, t):
+        a = t[:, None].float() * self.freqs[None, :]
+        return torch.cat([a.sin(), a.cos()], dim=1)
+
+
+class MLPNet(nn.Module):
+    """F(c_in x, c_noise, label): an MLP on [x, noise embedding, label embedding].
+
+    The label table has ``num_classes + 1`` rows; the last is the null label used
+    for ``class_labels=None`` (trained by label dropout, so classifier-free
+    guidance works)."""
+
+    def __init__(self, dim: int, num_classes: int = 0, width: int = 128, depth: int = 3, emb: int = 32):
+        super().__init__()
+        self.config = dict(dim=dim, num_classes=num_classes, width=width, depth=depth, emb=emb)
+        self.num_classes = num_classes
+        self.embed_noise = FourierEmbedding(emb)
+        self.embed_label = nn.Embedding(num_classes + 1, emb) if num_classes else None
+        layers, d_in = [], dim + emb * (2 if num_classes else 1)
+        for _ in range(depth):
+            layers += [nn.Linear(d_in, width), nn.SiLU()]
+            d_in = width
+        layers.append(nn.Linear(width, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x, c_noise, class_labels=None):
+        parts = [x, self.embed_noise(c_noise)]
+        if self.embed_label is not None:
+            if class_labels is None:
+                class_labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            parts.append(self.embed_label(class_labels.long()))
+        return self.net(torch.cat(parts, dim=1))
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest(directory: Path) -> dict:
+    p = directory / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def save_denoiser(precond: EDMPrecond, path, extra_meta: dict | None = None):
+    """Write the weights and the architecture, atomically, and record the sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(net=json.dumps(precond.model.config), sigma_data=str(precond.sigma_data),
+                sigma_min=str(precond.sigma_min), sigma_max=str(precond.sigma_max),
+                has_uncond=str(int(precond.has_uncond)), **(extra_meta or {}))
+    state = {k: v.contiguous() for k, v in precond.model.state_dict().items()}
+    atomic_write_bytes(path, save(state, metadata=meta))
+    manifest = _manifest(path.parent)
+    manifest[path.name] = sha256(path)
+    atomic_write_json(path.parent / "manifest.json", manifest)
+
+
+def load_denoiser(path, num_classes: int = 0) -> EDMPrecond:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"denoiser weights {path} not found; train them with "
+                                f"`python -m bench train-denoiser --task <task>`")
+    expected = _manifest(path.parent).get(path.name)
+    actual = sha256(path)
+    if expected is None or expected != actual:
+        raise ValueError(f"denoiser weights {path} fail their sha256 check (expected {expected}, got {actual}); "
+                         f"retrain with `python -m bench train-denoiser`")
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    cfg = json.loads(meta["net"])
+    net = MLPNet(**cfg)
+    net.load_state_dict(load_file(str(path)), strict=True)
+    net.eval().requires_grad_(False)
+    return EDMPrecond(net, shape=(cfg["dim"],), num_classes=cfg["num_classes"],
+                      sigma_min=float(meta["sigma_min"]), sigma_max=float(meta["sigma_max"]),
+                      sigma_data=float(meta["sigma_data"]), has_uncond=bool(int(meta["has_uncond"])))

@@ -1,0 +1,10 @@
+"""``euler``: Euler on the probability-flow ODE (DDIM in the EDM parameterisation)."""
+from bench.method import SolverMethod
+from bench.registry import register_method
+
+
+@register_method("euler")
+class Euler(SolverMethod):
+    description = "Euler / DDIM on the probability-flow ODE, rho=7 schedule; NFE N"
+    solver = "euler"
+    defaults = dict(rho=7.0)

@@ -1,0 +1,11 @@
+"""``ipndm``: improved PNDM (Zhang & Chen 2023), 4th-order Adams-Bashforth with warm-up."""
+from bench.method import SolverMethod
+from bench.registry import register_method
+
+
+@register_method("ipndm")
+class IPNDM(SolverMethod):
+    description = "iPNDM (Adams-Bashforth up to order 4), rho=7 schedule; NFE N"
+    solver = "ipndm"
+    defaults = dict(rho=7.0, max_order=4)
+    settings = ("max_order",)

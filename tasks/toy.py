@@ -1,0 +1,194 @@
+"""Two-dimensional toy tasks: Gaussian mixtures and a checkerboard.
+
+| task | data | classes |
+|---|---|---|
+| gmm8-v1 | 8 isotropic Gaussians, equal weights, means on a ring of radius 4/sqrt(2), std 0.5/sqrt(2) (DxMI's 8 Gaussians) | - |
+| gmm25-v1 | 25 isotropic Gaussians, equal weights, means on the grid {-2,-1,0,1,2}^2, std 0.1 | - |
+| gmm8-cond-v1 | gmm8, the label picks the component | 8 |
+| checkerboard-v1 | uniform on the 8 dark squares of a 4x4 board covering [-2, 2]^2 | - |
+
+Splits are independent draws from the true distribution under different seed
+keys (``ref``: evaluation, ``tune``: tuning, ``train``: the denoiser's
+training), so they are disjoint with probability one. The default denoiser
+is a learned MLP with EDM preconditioning (weights in ``tasks/weights``),
+because real denoisers are imperfect; ``exact`` is the closed-form posterior
+mean where the mixture has one.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import metrics as M
+from bench.denoiser import Denoiser, EDMPrecond
+from bench.registry import register_task
+from bench.task import Task, np_rng
+from bench.toynet import MLPNet, load_denoiser
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+class GMMDenoiser(Denoiser):
+    """E[x0 | x_sigma] for an isotropic Gaussian mixture (float64).
+
+    Noising adds sigma^2 I to each component's covariance; the posterior mean is
+    the responsibility-weighted sum of each component's posterior mean
+    ``m_k + s_k^2 / (s_k^2 + sigma^2) (x - m_k)``. With labels, the label is the
+    component and the responsibilities are one-hot."""
+
+    def __init__(self, means, stds, weights, *, conditional=False, sigma_data=1.0):
+        super().__init__()
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        self.stds = torch.as_tensor(stds, dtype=torch.float64)
+        self.logw = torch.as_tensor(weights, dtype=torch.float64).log()
+        self.shape, self.sigma_data = (self.means.shape[1],), sigma_data
+        self.num_classes = len(self.means) if conditional else 0
+        self.has_uncond = conditional
+
+    def forward(self, x, sigma, class_labels=None):
+        x64 = x.to(torch.float64)
+        var = self.stds[None, :] ** 2 + sigma.to(torch.float64)[:, None] ** 2  # [b, K]
+        diff = x64[:, None, :] - self.means[None]  # [b, K, d]
+        d = x64.shape[1]
+        logp = self.logw[None] - 0.5 * (diff**2).sum(-1) / var - 0.5 * d * torch.log(2 * math.pi * var)
+        resp = torch.softmax(logp, dim=1)
+        if class_labels is not None:
+            resp = torch.nn.functional.one_hot(class_labels.long(), len(self.means)).to(torch.float64)
+        post = self.means[None] + (self.stds[None, :, None] ** 2 / var[..., None]) * diff
+        return (resp[..., None] * post).sum(1).to(x.dtype)
+
+
+class ToyTask(Task):
+    shape = (2,)
+    default_samples = 5000
+    primary_metric = "w2"
+    higher_is_better = {"precision": True, "recall": True, "modes": True, "class_acc": True, "support": True}
+    sigma_data = 1.0
+    net_config = dict(width=128, depth=3, emb=32)
+
+    def _split(self, split, n, seed):
+        x, y = self._draw(n, np_rng(self.name, split, seed))
+        return torch.as_tensor(x, dtype=torch.float32), (None if not self.num_classes else torch.as_tensor(y))
+
+    def sample_reference(self, n, seed=0):
+        return self._split("ref", n, seed)
+
+    def sample_tuning(self, n, seed=0):
+        return self._split("tune", n, seed)
+
+    def sample_train(self, n, seed=0):
+        return self._split("train", n, seed)
+
+    def build_denoiser(self):
+        net = MLPNet(2, self.num_classes, **self.net_config)
+        return EDMPrecond(net, shape=self.shape, num_classes=self.num_classes, sigma_data=self.sigma_data,
+                          has_uncond=bool(self.num_classes))
+
+    def weights_path(self):
+        return WEIGHTS / f"{self.name}.safetensors"
+
+    def denoisers(self):
+        out = {"learned": lambda: load_denoiser(self.weights_path())}
+        if self.exact_denoiser() is not None:
+            out["exact"] = self.exact_denoiser
+        return out
+
+    def exact_denoiser(self):
+        return None
+
+    def metrics(self, x, labels, ref_x, ref_labels, seed=0):
+        x, ref = x.double().numpy(), ref_x.double().numpy()
+        p, r = M.precision_recall(x, ref, seed=seed)
+        out = dict(w2=M.w2(x, ref, seed=seed), sw2=M.sw2(x, ref, seed=seed), mmd=M.mmd(x, ref, seed=seed),
+                   precision=p, recall=r)
+        out.update(self.extra_metrics(x, labels))
+        return out
+
+    def protocol(self, n_samples, n_reference):
+        return dict(reference=f"{self.id} split 'ref', seed 0", n_samples=n_samples, n_reference=n_reference,
+                    w2="exact OT (POT emd) on <=2000 points each", mmd="unbiased MMD^2, RBF h in 0.1,0.3,1,3",
+                    precision_recall="k-NN k=5 (Kynkaanniemi 2019) on <=5000 points")
+
+
+class GMMTask(ToyTask):
+    means: np.ndarray
+    std: float
+
+    def _draw(self, n, rng):
+        k = rng.integers(len(self.means), size=n)
+        return self.means[k] + self.std * rng.standard_normal((n, 2)), k
+
+    def exact_denoiser(self):
+        K = len(self.means)
+        return GMMDenoiser(self.means, [self.std] * K, [1.0 / K] * K, conditional=bool(self.num_classes),
+                           sigma_data=self.sigma_data)
+
+    def log_prob(self, x):
+        d2 = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)
+        logp = -0.5 * d2 / self.std**2 - np.log(2 * np.pi * self.std**2) - np.log(len(self.means))
+        return np.logaddexp.reduce(logp, axis=1)
+
+    def extra_metrics(self, x, labels):
+        """``nll``: mean negative log-density of the samples under the true mixture.
+        ``modes``: components holding at least a quarter of their expected share
+        of samples within 3 std of their mean."""
+        d = np.sqrt(((x[:, None, :] - self.means[None]) ** 2).sum(-1))
+        nearest = d.argmin(1)
+        close = d.min(1) <= 3 * self.std
+        counts = np.bincount(nearest[close], minlength=len(self.means))
+        out = dict(nll=float(-self.log_prob(x).mean()),
+                   modes=int((counts >= 0.25 * len(x) / len(self.means)).sum()))
+        if labels is not None:
+            out["class_acc"] = float((nearest == np.asarray(labels)).mean())
+        return out
+
+
+def _ring(k, radius):
+    a = 2 * np.pi * np.arange(k) / k
+    return radius * np.stack([np.cos(a), np.sin(a)], 1)
+
+
+@register_task("gmm8")
+class GMM8(GMMTask):
+    description = "8 Gaussians on a ring (radius 2.83, std 0.354); exact denoiser available"
+    means = _ring(8, 4 / math.sqrt(2))
+    std = 0.5 / math.sqrt(2)
+    sigma_data = 2.0
+
+
+@register_task("gmm25")
+class GMM25(GMMTask):
+    description = "25 Gaussians on a 5x5 grid (spacing 1, std 0.1); exact denoiser available"
+    means = np.stack(np.meshgrid(np.arange(-2.0, 3.0), np.arange(-2.0, 3.0), indexing="ij"), -1).reshape(-1, 2)
+    std = 0.1
+    sigma_data = 1.4
+
+
+@register_task("gmm8-cond")
+class GMM8Cond(GMM8):
+    description = "gmm8, class-conditional (the label picks the component); classifier-free guidance"
+    num_classes = 8
+
+
+@register_task("checkerboard")
+class Checkerboard(ToyTask):
+    description = "uniform on the 8 dark squares of a 4x4 board on [-2,2]^2; no closed-form denoiser"
+    sigma_data = 1.15
+
+    def _draw(self, n, rng):
+        # Pick a dark square uniformly, then a uniform point in it.
+        cells = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=np.float64)
+        c = cells[rng.integers(len(cells), size=n)]
+        return c - 2.0 + rng.random((n, 2)), None
+
+    def extra_metrics(self, x, labels):
+        """``support``: fraction of samples on a dark square. ``modes``: dark
+        squares holding at least a quarter of their expected share."""
+        inside = (np.abs(x) < 2).all(1)
+        cell = np.floor(x + 2.0).clip(0, 3).astype(int)
+        dark = inside & ((cell.sum(1) % 2) == 0)
+        counts = np.bincount((cell[dark, 0] * 4 + cell[dark, 1]), minlength=16)
+        return dict(support=float(dark.mean()), modes=int((counts >= 0.25 * len(x) / 8).sum()))
