@@ -38,6 +38,18 @@ def gather(indices: torch.Tensor, rows: dict, world: int) -> dict:
     return {k: (None if parts[0][1][k] is None else torch.cat([p[1][k] for p in parts])[order]) for k in rows}
 
 
+def errors(error: BaseException | None, world: int) -> list[tuple[int, str]]:
+    """Collective: each rank passes the exception it met (or None) and every rank gets
+    ``[(rank, "Type: message")]`` for the ranks that failed. Call it on every rank
+    before collectives a failing rank would skip, so no rank is left waiting."""
+    mine = None if error is None else f"{type(error).__name__}: {error}"
+    parts = [mine]
+    if world > 1:
+        parts = [None] * world
+        dist.all_gather_object(parts, mine)
+    return [(r, p) for r, p in enumerate(parts) if p is not None]
+
+
 def all_sum(value: float, world: int) -> float:
     if world == 1:
         return value

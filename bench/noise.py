@@ -93,7 +93,10 @@ class Noise:
         shape = tuple(shape)
         n = math.prod(shape)
         u = (self._bits(n).to(torch.float64) + 0.5) / 2.0**32
-        return u.reshape(len(self.indices), *shape).to(device=self.device, dtype=dtype)
+        u = u.reshape(len(self.indices), *shape).to(device=self.device, dtype=dtype)
+        # float32 rounds the top 2**-25 of (0, 1) up to 1.0: keep the interval open in ``dtype``
+        fi = torch.finfo(dtype)
+        return u.clamp(min=fi.tiny, max=1 - fi.eps / 2)
 
     def randn(self, shape=(), dtype=torch.float32) -> torch.Tensor:
         """Box-Muller on pairs of uniforms, in float64."""

@@ -75,11 +75,16 @@ class FitContext:
     def tuning(self, n, seed=0):
         return self.task.sample_tuning(n, seed)
 
+    def progress_iter(self, items, desc):
+        return tqdm(items, desc=desc, leave=False, disable=not self.progress)
+
 
 def _check_needs(method, task):
     for need in method.needs:
         if need == "tuning" and type(task).sample_tuning is Task.sample_tuning:
             raise Unsupported(f"method {method.name} tunes on data, and task {task.name} has no tuning split")
+        if need == "true_sampler" and not hasattr(task, "sample_true"):
+            raise Unsupported(f"method {method.name} needs fresh true samples, which task {task.name} cannot draw")
         if need == "classes" and not task.num_classes:
             raise Unsupported(f"method {method.name} needs a class-conditional task; {task.name} is unconditional")
 
@@ -112,7 +117,9 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
         progress: bool = True, cache=None) -> list[dict]:
     """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
     (also written under ``out``). Bad input raises before any work starts; a failure
-    while sampling or scoring gives a result with status ``failed``."""
+    while sampling or scoring gives a result with status ``failed``. Under ``torchrun``
+    the samples are sharded across the processes and rank 0 scores, writes and returns
+    the results; the other ranks return an empty list."""
     nfe = [nfe] if isinstance(nfe, int) else list(nfe)
     seeds = [seed if seed is not None else 0] if seeds is None else list(seeds)
     t = get_task(task)
@@ -153,7 +160,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
             if r["status"] == "ok":
                 bar.set_postfix_str(f"nfe={b} seed={s} {t.primary_metric}={r['metrics'][t.primary_metric]:.4g}")
         results.append(r)
-    return results
+    return results if rank == 0 else []
 
 
 def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch_size, rank, world):
@@ -166,8 +173,17 @@ def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch
         counted.reset()
         idx = dist.shard(n, rank, world)
         t0 = time.perf_counter()
-        x, labels = generate(m.sample, t, counted, n, s, nfe_budget=b, device=device, batch_size=batch_size,
-                             indices=idx)
+        err = None
+        try:
+            x, labels = generate(m.sample, t, counted, n, s, nfe_budget=b, device=device, batch_size=batch_size,
+                                 indices=idx)
+        except Exception as e:
+            err = e
+        failed = dist.errors(err, world)  # every rank hears of any rank's failure before the collectives below
+        if err is not None:
+            raise err
+        if failed:
+            raise RuntimeError(f"rank {failed[0][0]} failed: {failed[0][1]}")
         r["sample_seconds"] = dist.all_sum(time.perf_counter() - t0, world) / world
         rows = dist.all_sum(counted.rows, world)
         got = dist.gather(idx, dict(x=x, labels=labels), world)

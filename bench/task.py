@@ -66,7 +66,9 @@ class Task:
         return options[which]()
 
     # metrics --------------------------------------------------------------
-    def metrics(self, x: torch.Tensor, labels, ref_x: torch.Tensor, ref_labels, seed: int = 0) -> dict:
+    def metrics(self, x: torch.Tensor, labels, ref_x: torch.Tensor, ref_labels, seed: int = 0,
+                names=None) -> dict:
+        """name -> value of each metric (only ``names`` when given)."""
         raise Unsupported(f"task {self.name} defines no metrics")
 
     def protocol(self, n_samples: int, n_reference: int) -> dict:

@@ -82,6 +82,10 @@ class ToyTask(Task):
     def sample_train(self, n, seed=0):
         return self._split("train", n, seed)
 
+    def sample_true(self, noise, class_labels=None):
+        """Fresh draws from the true distribution, sample i from its own stream (the oracle)."""
+        return self._true(noise.child(11), class_labels)
+
     def build_denoiser(self):
         net = MLPNet(2, self.num_classes, **self.net_config)
         return EDMPrecond(net, shape=self.shape, num_classes=self.num_classes, sigma_data=self.sigma_data,
@@ -99,13 +103,16 @@ class ToyTask(Task):
     def exact_denoiser(self):
         return None
 
-    def metrics(self, x, labels, ref_x, ref_labels, seed=0):
+    def metrics(self, x, labels, ref_x, ref_labels, seed=0, names=None):
         x, ref = x.double().numpy(), ref_x.double().numpy()
-        p, r = M.precision_recall(x, ref, seed=seed)
-        out = dict(w2=M.w2(x, ref, seed=seed), sw2=M.sw2(x, ref, seed=seed), mmd=M.mmd(x, ref, seed=seed),
-                   precision=p, recall=r)
-        out.update(self.extra_metrics(x, labels))
-        return out
+        fns = dict(w2=lambda: M.w2(x, ref, seed=seed), sw2=lambda: M.sw2(x, ref, seed=seed),
+                   mmd=lambda: M.mmd(x, ref, seed=seed))
+        out = {k: f() for k, f in fns.items() if names is None or k in names}
+        if names is None or {"precision", "recall"} & set(names):
+            out["precision"], out["recall"] = M.precision_recall(x, ref, seed=seed)
+        if names is None or set(names) - set(out):
+            out.update(self.extra_metrics(x, labels))
+        return out if names is None else {k: out[k] for k in names}
 
     def protocol(self, n_samples, n_reference):
         return dict(reference=f"{self.id} split 'ref', seed 0", n_samples=n_samples, n_reference=n_reference,
@@ -120,6 +127,11 @@ class GMMTask(ToyTask):
     def _draw(self, n, rng):
         k = rng.integers(len(self.means), size=n)
         return self.means[k] + self.std * rng.standard_normal((n, 2)), k
+
+    def _true(self, noise, class_labels):
+        k = (noise.rand(()) * len(self.means)).long() if class_labels is None else class_labels.cpu().long()
+        m = torch.as_tensor(self.means, dtype=torch.float64)[k]
+        return m + self.std * noise.randn((2,), dtype=torch.float64)
 
     def exact_denoiser(self):
         K = len(self.means)
@@ -183,6 +195,11 @@ class Checkerboard(ToyTask):
         cells = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=np.float64)
         c = cells[rng.integers(len(cells), size=n)]
         return c - 2.0 + rng.random((n, 2)), None
+
+    def _true(self, noise, class_labels):
+        cells = torch.tensor([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=torch.float64)
+        c = cells[(noise.rand(()) * len(cells)).long()]
+        return c - 2.0 + noise.rand((2,), dtype=torch.float64)
 
     def extra_metrics(self, x, labels):
         """``support``: fraction of samples on a dark square. ``modes``: dark

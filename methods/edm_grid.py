@@ -1,0 +1,63 @@
+"""``edm-grid``: EDM's stochastic Heun with S_churn, S_tmin, S_tmax, S_noise chosen by
+grid search on the task's tuning split (the exhaustive tuning that learned
+samplers aim to replace; its whole cost is recorded as the fit cost).
+
+Each grid point samples ``tune_samples`` points from fit seeds (disjoint from
+evaluation seeds) and is scored by the task's primary metric against the
+tuning split; the best point is then evaluated like any other method.
+S_churn = 0 makes the window and S_noise irrelevant, so it is evaluated once.
+"""
+import itertools
+import math
+
+from bench.method import Artifact, SolverMethod
+from bench.registry import register_method
+
+
+@register_method("edm-grid")
+class EDMGrid(SolverMethod):
+    description = "EDM stochastic Heun, (S_churn, S_tmin, S_tmax, S_noise) grid-searched on the tuning split"
+    solver = "heun"
+    needs = ("tuning",)
+    has_fit = True
+    defaults = dict(rho=7.0, grid_churn=[0.0, 10.0, 30.0, 80.0], grid_tmin=[0.01, 0.05, 0.2],
+                    grid_tmax=[1.0, 10.0, 80.0], grid_noise=[1.0, 1.007], tune_samples=1000)
+
+    def grid(self):
+        c = self.config
+        points = [dict(s_churn=0.0, s_tmin=0.0, s_tmax=0.0, s_noise=1.0)] if 0.0 in c["grid_churn"] else []
+        for churn, tmin, tmax, noise in itertools.product(c["grid_churn"], c["grid_tmin"], c["grid_tmax"],
+                                                         c["grid_noise"]):
+            if churn > 0 and tmin < tmax:
+                points.append(dict(s_churn=churn, s_tmin=tmin, s_tmax=tmax, s_noise=noise))
+        return points
+
+    def fit(self, ctx):
+        task = ctx.task
+        n = self.config["tune_samples"]
+        ref_x, ref_labels = ctx.tuning(n)
+        table = []
+        for point in ctx.progress_iter(self.grid(), f"edm-grid nfe={ctx.nfe_budget}"):
+            self.chosen = point
+            x, labels = ctx.generate(self.sample, n)
+            score = task.metrics(x, labels, ref_x, ref_labels, names=[task.primary_metric])[task.primary_metric]
+            table.append(dict(point, score=score if math.isfinite(score) else None))
+        scored = [row for row in table if row["score"] is not None]
+        best = scored[0]
+        for row in scored[1:]:
+            if task.better(task.primary_metric, row["score"], best["score"]):
+                best = row
+        return Artifact(meta=dict(best={k: best[k] for k in self.grid()[0]}, metric=task.primary_metric,
+                                  grid=table))
+
+    def load(self, artifact):
+        self.chosen = {k: float(v) for k, v in artifact.meta["best"].items()}
+
+    def solver_settings(self):
+        return dict(self.chosen)
+
+    def describe_budget(self, nfe_budget):
+        out = super().describe_budget(nfe_budget)
+        if getattr(self, "chosen", None):
+            out["chosen"] = dict(self.chosen)
+        return out
