@@ -175,8 +175,9 @@ def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch
         t0 = time.perf_counter()
         err = None
         try:
-            x, labels = generate(m.sample, t, counted, n, s, nfe_budget=b, device=device, batch_size=batch_size,
-                                 indices=idx)
+            with torch.no_grad():  # a method that needs gradients (guidance) enables them itself
+                x, labels = generate(m.sample, t, counted, n, s, nfe_budget=b, device=device,
+                                     batch_size=batch_size, indices=idx)
         except Exception as e:
             err = e
         failed = dist.errors(err, world)  # every rank hears of any rank's failure before the collectives below
