@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,list,leaderboard,train-denoiser}``."""
+"""Command line: ``python -m bench {run,list,leaderboard,train-denoiser,train-classifier}``."""
 from __future__ import annotations
 
 import argparse
@@ -72,9 +72,14 @@ def main(argv=None):
 
     td = sub.add_parser("train-denoiser", help="train a task's own denoiser")
     td.add_argument("--task", required=True)
-    td.add_argument("--steps", type=int, default=20000)
+    td.add_argument("--steps", type=int, default=None, help="training steps (default: the task's, else 20000)")
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--out", default=None, help="weights file (default: where the task loads it)")
+
+    tc = sub.add_parser("train-classifier", help="train a task's feature classifier (tasks that have one)")
+    tc.add_argument("--task", required=True)
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--out", default=None, help="weights file (default: where the task loads it)")
 
     a = p.parse_args(argv)
     try:
@@ -122,9 +127,20 @@ def _dispatch(a, p):
         from bench.toynet import save_denoiser
         from bench.train import train_denoiser
         task = get_task(a.task)
-        net = train_denoiser(task, steps=a.steps, seed=a.seed)
+        log = {}
+        net = train_denoiser(task, steps=a.steps, seed=a.seed, log=log)
         out = a.out or task.weights_path()
-        save_denoiser(net, out, dict(task=task.id, steps=str(a.steps), seed=str(a.seed)))
-        print(f"wrote {out}")
+        save_denoiser(net, out, dict(task=task.id, steps=str(log["steps"]), seed=str(a.seed),
+                                     train_config=json.dumps({k: v for k, v in log.items() if k != "final_loss"}),
+                                     final_loss=f"{log['final_loss']:.6g}"))
+        print(f"wrote {out} (final loss {log['final_loss']:.4f})")
+        return 0
+    if a.cmd == "train-classifier":
+        from bench.runner import get_task
+        task = get_task(a.task)
+        if not hasattr(task, "train_classifier"):
+            raise Unsupported(f"task {task.name} has no classifier to train")
+        info = task.train_classifier(out=a.out, seed=a.seed)
+        print(f"wrote {info['path']} (accuracy {json.dumps(info['accuracy'])})")
         return 0
     return 2

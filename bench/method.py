@@ -68,8 +68,12 @@ class Method:
         raise TypeError(f"method {self.name} defines no sample()")
 
     def describe_budget(self, nfe_budget: int) -> dict:
-        """The configuration the budget selects (for the result file)."""
+        """The configuration the budget selects (for the result file); raises BudgetError
+        when the budget cannot hold the method."""
         return {}
+
+    def validate(self, denoiser, nfe_budget: int):
+        """Check the configuration against the denoiser (its sigma range) before any work."""
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,8 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     denoiser_name = denoiser or next(iter(t.denoisers()))
     net = t.denoiser(denoiser_name).to(device)
     counted = CountingDenoiser(net)
+    for b in nfe:
+        m.validate(net, b)
     label = label or (m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}")
     n = samples or t.default_samples
     ref_x, ref_labels = t.sample_reference(getattr(t, "reference_size", t.default_samples), 0)
@@ -171,6 +173,8 @@ def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch
     drawn = None
     try:
         counted.reset()
+        if hasattr(m, "aux_rows"):  # non-denoiser evaluations a method reports (e.g. discriminator gradients)
+            m.aux_rows = 0
         idx = dist.shard(n, rank, world)
         t0 = time.perf_counter()
         err = None
@@ -190,6 +194,8 @@ def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch
         got = dist.gather(idx, dict(x=x, labels=labels), world)
         x, labels = got["x"], got["labels"]
         r["nfe"] = rows / n
+        if hasattr(m, "aux_rows"):
+            r["aux_evals"] = dist.all_sum(m.aux_rows, world) / n
         if r["nfe"] > b + 1e-9:
             raise BudgetError(f"method {m.name} spent {r['nfe']:g} NFE per sample, over its budget {b}")
         finite = torch.isfinite(x.reshape(n, -1)).all(1)

@@ -2,7 +2,9 @@
 
 Weights are safetensors (no code can ride along) with the architecture in the
 file's metadata; every file is listed with its sha256 in a manifest beside
-it, checked on load.
+it, checked on load. The architecture is named in the metadata (``arch``) and
+rebuilt only from a fixed allow-list (``ARCHS``: ``MLPNet``, ``SmallUNet``);
+files without the key (the first toy weights) are ``MLPNet``.
 """
 from __future__ import annotations
 
@@ -73,37 +75,65 @@ def _manifest(directory: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def save_denoiser(precond: EDMPrecond, path, extra_meta: dict | None = None):
-    """Write the weights and the architecture, atomically, and record the sha256."""
+def _arch(name: str):
+    """The network class of an allow-listed architecture name (never arbitrary code)."""
+    if name == "MLPNet":
+        return MLPNet
+    if name == "SmallUNet":
+        from bench.unet_small import SmallUNet
+        return SmallUNet
+    raise ValueError(f"unknown network architecture {name!r} in a weight file; known: {', '.join(ARCHS)}")
+
+
+ARCHS = ("MLPNet", "SmallUNet")
+
+
+def save_weights(state: dict, path, meta: dict):
+    """Write tensors + string metadata as safetensors, atomically, and record the sha256
+    in the directory's ``manifest.json``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(net=json.dumps(precond.model.config), sigma_data=str(precond.sigma_data),
-                sigma_min=str(precond.sigma_min), sigma_max=str(precond.sigma_max),
-                has_uncond=str(int(precond.has_uncond)), **(extra_meta or {}))
-    state = {k: v.contiguous() for k, v in precond.model.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata=meta))
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    atomic_write_bytes(path, save(state, metadata={k: str(v) for k, v in meta.items()}))
     manifest = _manifest(path.parent)
     manifest[path.name] = sha256(path)
     atomic_write_json(path.parent / "manifest.json", manifest)
 
 
-def load_denoiser(path, num_classes: int = 0) -> EDMPrecond:
+def load_weights(path, what: str = "weights", hint: str = "") -> tuple[dict, dict]:
+    """(tensors, metadata) of a weight file that passes its sha256 check against the manifest."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"denoiser weights {path} not found; train them with "
-                                f"`python -m bench train-denoiser --task <task>`")
+        raise FileNotFoundError(f"{what} {path} not found" + (f"; {hint}" if hint else ""))
     expected = _manifest(path.parent).get(path.name)
     actual = sha256(path)
     if expected is None or expected != actual:
-        raise ValueError(f"denoiser weights {path} fail their sha256 check (expected {expected}, got {actual}); "
-                         f"retrain with `python -m bench train-denoiser`")
+        raise ValueError(f"{what} {path} fail their sha256 check (expected {expected}, got {actual})"
+                         + (f"; {hint}" if hint else ""))
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
+        meta = f.metadata() or {}
+    return load_file(str(path)), meta
+
+
+def save_denoiser(precond: EDMPrecond, path, extra_meta: dict | None = None):
+    """Write the weights and the architecture, atomically, and record the sha256."""
+    arch = type(precond.model).__name__
+    _arch(arch)  # only allow-listed architectures can be read back
+    meta = dict(net=json.dumps(precond.model.config), arch=arch, shape=json.dumps(list(precond.shape)),
+                sigma_data=str(precond.sigma_data), sigma_min=str(precond.sigma_min),
+                sigma_max=str(precond.sigma_max), has_uncond=str(int(precond.has_uncond)), **(extra_meta or {}))
+    save_weights(precond.model.state_dict(), path, meta)
+
+
+def load_denoiser(path, num_classes: int = 0) -> EDMPrecond:
+    state, meta = load_weights(path, "denoiser weights",
+                               "(re)train them with `python -m bench train-denoiser --task <task>`")
     cfg = json.loads(meta["net"])
-    net = MLPNet(**cfg)
-    net.load_state_dict(load_file(str(path)), strict=True)
+    net = _arch(meta.get("arch", "MLPNet"))(**cfg)
+    net.load_state_dict(state, strict=True)
     net.eval().requires_grad_(False)
-    return EDMPrecond(net, shape=(cfg["dim"],), num_classes=cfg["num_classes"],
+    shape = tuple(json.loads(meta["shape"])) if "shape" in meta else (cfg["dim"],)
+    return EDMPrecond(net, shape=shape, num_classes=cfg["num_classes"],
                       sigma_min=float(meta["sigma_min"]), sigma_max=float(meta["sigma_max"]),
                       sigma_data=float(meta["sigma_data"]), has_uncond=bool(int(meta["has_uncond"])))

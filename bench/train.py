@@ -2,7 +2,9 @@
 
 ``python -m bench train-denoiser --task gmm8`` draws the task's training split,
 trains the network the task declares (``task.build_denoiser()``), keeps an EMA
-of the weights, and writes them where the task loads them from.
+of the weights, and writes them where the task loads them from. A task may
+override the generic hyperparameters through a ``train_config`` dict
+attribute (keys of ``TRAIN_DEFAULTS``); explicit arguments override both.
 """
 from __future__ import annotations
 
@@ -14,8 +16,30 @@ from tqdm import tqdm
 from bench.denoiser import edm_loss_sigma, edm_loss_weight
 
 
-def train_denoiser(task, *, steps: int = 20000, batch: int = 1024, lr: float = 2e-3, ema: float = 0.999,
-                   label_dropout: float = 0.1, pool: int = 200_000, seed: int = 0, progress: bool = True):
+TRAIN_DEFAULTS = dict(steps=20000, batch=1024, lr=2e-3, ema=0.999, label_dropout=0.1, pool=200_000)
+
+
+def train_config(task, **overrides) -> dict:
+    """The hyperparameters a training run uses: generic defaults < ``task.train_config`` < overrides
+    (None values are ignored)."""
+    cfg = dict(TRAIN_DEFAULTS)
+    task_cfg = dict(getattr(task, "train_config", {}) or {})
+    unknown = set(task_cfg) - set(cfg)
+    if unknown:
+        raise ValueError(f"task {task.name} train_config has unknown keys {', '.join(sorted(unknown))}")
+    cfg.update(task_cfg)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+def train_denoiser(task, *, steps: int | None = None, batch: int | None = None, lr: float | None = None,
+                   ema: float | None = None, label_dropout: float | None = None, pool: int | None = None,
+                   seed: int = 0, progress: bool = True, log: dict | None = None):
+    """Train the task's denoiser; returns the EMA model. ``log`` (a dict), when given, receives the
+    hyperparameters used and ``final_loss`` (mean training loss over the last 200 steps)."""
+    cfg = train_config(task, steps=steps, batch=batch, lr=lr, ema=ema, label_dropout=label_dropout, pool=pool)
+    steps, batch, lr, ema, label_dropout, pool = (cfg[k] for k in ("steps", "batch", "lr", "ema",
+                                                                   "label_dropout", "pool"))
     precond = task.build_denoiser()
     x_pool, y_pool = task.sample_train(pool, seed=seed)
     x_pool = torch.as_tensor(x_pool, dtype=torch.float32)
@@ -26,6 +50,7 @@ def train_denoiser(task, *, steps: int = 20000, batch: int = 1024, lr: float = 2
     opt = torch.optim.Adam(precond.model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.02)
     bar = tqdm(range(steps), desc=f"train {task.name}", disable=not progress)
+    recent = []
     for step in bar:
         idx = torch.randint(len(x_pool), (batch,), generator=g)
         x0 = x_pool[idx]
@@ -47,7 +72,10 @@ def train_denoiser(task, *, steps: int = 20000, batch: int = 1024, lr: float = 2
         with torch.no_grad():
             for pe, p in zip(ema_model.parameters(), precond.parameters()):
                 pe.lerp_(p, 1 - ema)
+        recent = (recent + [loss.item()])[-200:]
         if step % 200 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+    if log is not None:
+        log.update(cfg, seed=seed, final_loss=sum(recent) / max(len(recent), 1))
     return ema_model.eval()
 
