@@ -1,11 +1,13 @@
-"""Command line: ``python -m bench {run,list,leaderboard,train-denoiser,train-classifier}``."""
+"""Command line: ``python -m bench {run,list,leaderboard,train-denoiser,train-classifier,convert}``."""
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import warnings
 
+from bench.fetch import FetchError
 from bench.method import BudgetError
 from bench.registry import UnknownNameError
 from bench.task import Unsupported
@@ -61,6 +63,9 @@ def main(argv=None):
                    metavar="KEY=VALUE", help="a method setting (repeatable)")
     r.add_argument("--label", default=None, help="the name the results go under (default: the method)")
     r.add_argument("--batch-size", type=int, default=10_000)
+    r.add_argument("--checkpoint", default=None, help="the task's network: an EDM .pkl or a converted .safetensors")
+    r.add_argument("--ref-stats", default=None, help="reference statistics npz (mu, sigma) for FID")
+    r.add_argument("--data", default=None, help="the task's dataset (folder, archive or zip)")
     r.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("list", help="every task and method")
@@ -81,10 +86,16 @@ def main(argv=None):
     tc.add_argument("--seed", type=int, default=0)
     tc.add_argument("--out", default=None, help="weights file (default: where the task loads it)")
 
+    cv = sub.add_parser("convert", help="convert an EDM checkpoint (.pkl) to .safetensors, without running its code")
+    cv.add_argument("checkpoint", help="an EDM .pkl (e.g. edm-cifar10-32x32-cond-vp.pkl)")
+    cv.add_argument("out", help="the .safetensors file to write")
+    cv.add_argument("--key", default="ema", help="the checkpoint entry holding the network (default: ema)")
+
     a = p.parse_args(argv)
     try:
         return _dispatch(a, p)
-    except (UnknownNameError, BudgetError, Unsupported, ValueError, PermissionError, FileNotFoundError) as e:
+    except (UnknownNameError, BudgetError, Unsupported, ValueError, PermissionError, FileNotFoundError, FetchError,
+            pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -105,7 +116,8 @@ def _dispatch(a, p):
             raise ValueError(f"--samples must be at least 2, got {a.samples}")
         results = run(a.method, a.task, nfe=a.nfe, seeds=a.seeds, samples=a.samples, out=a.out, device=a.device,
                       save_samples=a.save_samples, denoiser=a.denoiser, config=dict(a.settings), label=a.label,
-                      batch_size=a.batch_size, progress=not a.no_progress)
+                      batch_size=a.batch_size, progress=not a.no_progress,
+                      task_options=dict(checkpoint=a.checkpoint, ref_stats=a.ref_stats, data=a.data))
         failed = [r for r in results if r["status"] != "ok"]
         for r in failed:
             print(f"FAILED nfe={r['nfe_budget']} seed={r['seed']}: {r['error']}", file=sys.stderr)
@@ -142,5 +154,10 @@ def _dispatch(a, p):
             raise Unsupported(f"task {task.name} has no classifier to train")
         info = task.train_classifier(out=a.out, seed=a.seed)
         print(f"wrote {info['path']} (accuracy {json.dumps(info['accuracy'])})")
+        return 0
+    if a.cmd == "convert":
+        from bench.edm.checkpoint import convert_checkpoint
+        convert_checkpoint(a.checkpoint, a.out, key=a.key)
+        print(f"wrote {a.out}")
         return 0
     return 2

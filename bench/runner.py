@@ -22,16 +22,17 @@ from bench.task import Task, Unsupported
 FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it
 
 
-def get_task(name: str) -> Task:
-    """A task instance by id: ``gmm8`` (newest version) or ``gmm8-v1`` (exact version)."""
+def get_task(name: str, **options) -> Task:
+    """A task instance by id: ``gmm8`` (newest version) or ``gmm8-v1`` (exact version).
+    ``options`` (checkpoint, ref_stats, data paths) go to tasks that declare them."""
     base, _, ver = name.rpartition("-v")
     if base and ver.isdigit():
         cls = task_class(base)
         if cls.version != int(ver):
             raise ValueError(f"task {base} is at version {cls.version}, not {ver}; results of other "
                              f"versions are not comparable")
-        return cls()
-    return task_class(name)()
+        return cls(**options)
+    return task_class(name)(**options)
 
 
 def get_method(name: str, task: Task | None = None, **config):
@@ -114,7 +115,7 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, device, batch_size, 
 def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: int | None = None,
         out="results", device: str = "cpu", save_samples: bool = False, denoiser: str | None = None,
         config: dict | None = None, label: str | None = None, batch_size: int = 10_000,
-        progress: bool = True, cache=None) -> list[dict]:
+        progress: bool = True, cache=None, task_options: dict | None = None) -> list[dict]:
     """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
     (also written under ``out``). Bad input raises before any work starts; a failure
     while sampling or scoring gives a result with status ``failed``. Under ``torchrun``
@@ -122,7 +123,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     the results; the other ranks return an empty list."""
     nfe = [nfe] if isinstance(nfe, int) else list(nfe)
     seeds = [seed if seed is not None else 0] if seeds is None else list(seeds)
-    t = get_task(task)
+    t = get_task(task, **(task_options or {}))
     m = get_method(method, t, **(config or {}))
     _check_needs(m, t)
     for b in nfe:
@@ -158,6 +159,8 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
             path = result_path(out, t.name, label, b, s)
             if save_samples and drawn is not None:
                 r["samples_file"] = _save_samples(path, drawn)
+            if hasattr(m, "write_extras") and r["status"] == "ok":
+                r["extras"] = m.write_extras(path)
             r["path"] = str(write_result(path, r))
             if r["status"] == "ok":
                 bar.set_postfix_str(f"nfe={b} seed={s} {t.primary_metric}={r['metrics'][t.primary_metric]:.4g}")
@@ -196,6 +199,14 @@ def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch
         r["nfe"] = rows / n
         if hasattr(m, "aux_rows"):
             r["aux_evals"] = dist.all_sum(m.aux_rows, world) / n
+        if hasattr(m, "overhead_baseline"):  # the method's own base solver at equal NFE, timed in this run
+            t2 = time.perf_counter()
+            with torch.no_grad():
+                generate(m.overhead_baseline, t, counted.inner, n, s, nfe_budget=b, device=device,
+                         batch_size=batch_size, indices=idx)
+            base = dist.all_sum(time.perf_counter() - t2, world) / world
+            r["overhead"] = dict(base_seconds=base, extra_seconds=r["sample_seconds"] - base,
+                                 ratio=r["sample_seconds"] / base - 1)
         if r["nfe"] > b + 1e-9:
             raise BudgetError(f"method {m.name} spent {r['nfe']:g} NFE per sample, over its budget {b}")
         finite = torch.isfinite(x.reshape(n, -1)).all(1)

@@ -31,6 +31,15 @@ class Task:
     # metric name -> True when higher is better (the rest: lower is better)
     higher_is_better: dict = {}
     tuning_size: int | None = None  # None: unlimited (a sampler of the true distribution)
+    options: tuple = ()  # names of the options the task accepts (--checkpoint, --ref-stats, --data)
+
+    def __init__(self, **options):
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in self.options)
+        if unknown:
+            raise ValueError(f"task {self.name} takes no option {', '.join(unknown)}"
+                             + (f"; it takes {', '.join(self.options)}" if self.options else ""))
+        for k in self.options:
+            setattr(self, k, options.get(k))
 
     @property
     def id(self) -> str:

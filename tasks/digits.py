@@ -110,7 +110,13 @@ def split(name: str, n: int | None = None, seed: int = 0):
 # the classifier -----------------------------------------------------------------------------------
 class DigitsCNN(nn.Module):
     """A small CNN on [-1, 1] images [b, 1, 8, 8]: conv 32 - conv 64 - pool - conv 64 - linear 64
-    (the features: this layer's output, before its activation) - linear 10 (logits)."""
+    (the features: this layer's output, before its activation) - linear 10 (logits).
+
+    ``features`` are centred and scaled by constants of the train split (``feature_shift``, the
+    mean, and ``feature_scale``, the RMS of the centred features; buffers in the weight file), so
+    each dimension has unit mean square on average, as KID's polynomial kernel expects (Inception's
+    pool3 features are of that order). FD scales by 1/feature_scale^2 and precision/recall do not
+    change; per-dimension scaling would blow up the few dead (constant) dimensions."""
 
     def __init__(self, ch: int = 32, features: int = 64, num_classes: int = 10, dropout: float = 0.3):
         super().__init__()
@@ -121,9 +127,14 @@ class DigitsCNN(nn.Module):
             nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), nn.ReLU(), nn.Flatten(),
             nn.Linear(2 * ch * 16, features))
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(features, num_classes))
+        self.register_buffer("feature_shift", torch.zeros(features))
+        self.register_buffer("feature_scale", torch.ones(()))
+
+    def normalise(self, f):
+        return (f - self.feature_shift) / self.feature_scale
 
     def features(self, x):
-        return self.body(x)
+        return self.normalise(self.body(x))
 
     def forward(self, x):
         return self.head(self.body(x))
@@ -156,7 +167,12 @@ def train_classifier(steps: int = 1500, batch: int = 128, lr: float = 2e-3, seed
         loss.backward()
         opt.step()
         sched.step()
-    return net.eval().requires_grad_(False)
+    net.eval().requires_grad_(False)
+    with torch.no_grad():
+        f = net.body(x)
+        net.feature_shift.copy_(f.mean(0))
+        net.feature_scale.copy_((f - net.feature_shift).pow(2).mean().sqrt())
+    return net
 
 
 @torch.no_grad()
@@ -219,8 +235,8 @@ def feature_extractor_class():
             if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2:] != (8, 8):
                 raise ValueError(f"digits-cnn takes uint8 images [B, 3 or 1, 8, 8], got {x.dtype} {tuple(x.shape)}")
             img = x.to(torch.float32).mean(1, keepdim=True) / 127.5 - 1  # fidelity.from_uint8, greyscale
-            f = self.net.features(img)
-            out = {FEATURE_LAYER: f, LOGITS_LAYER: self.net.head(f)}
+            f = self.net.body(img)
+            out = {FEATURE_LAYER: self.net.normalise(f), LOGITS_LAYER: self.net.head(f)}
             return tuple(out[k] for k in self.features_list)
 
     return DigitsFeatureExtractor
@@ -341,8 +357,9 @@ class Digits(Task):
             splits="stratified: evaluation 400 / tuning 300 / train 1097 of sklearn load_digits (1797)",
             n_samples=n_samples, n_reference=n_reference,
             labels="conditional: one uniform label per sample" if self.num_classes else "unconditional",
-            feature_extractor=f"{EXTRACTOR}: 64-d penultimate features (pre-activation) of the digits CNN "
-                              f"classifier trained on the train split ({path.name}, sha256 "
+            feature_extractor=f"{EXTRACTOR}: 64-d penultimate features (pre-activation, centred and scaled to "
+                              f"unit mean square by train-split constants) of the digits CNN classifier trained on "
+                              f"the train split ({path.name}, sha256 "
                               f"{sha256(path)[:16] if path.exists() else 'missing'}), via torch-fidelity",
             images="[-1,1] floats -> uint8 round(127.5 (x+1)), 1 channel repeated to 3 (torch-fidelity input)",
             fd="Frechet distance of float64 feature mean/covariance (scipy sqrtm)",

