@@ -20,8 +20,8 @@ class EDMGrid(SolverMethod):
     solver = "heun"
     needs = ("tuning",)
     has_fit = True
-    defaults = dict(rho=7.0, grid_churn=[0.0, 10.0, 30.0, 80.0], grid_tmin=[0.01, 0.05, 0.2],
-                    grid_tmax=[1.0, 10.0, 80.0], grid_noise=[1.0, 1.007], tune_samples=1000)
+    defaults = dict(rho=7.0, grid_churn=[0.0, 10.0, 30.0, 80.0], grid_tmin=[0.01, 0.1],
+                    grid_tmax=[1.0, 10.0], grid_noise=[1.0, 1.007], tune_samples=1000)
 
     def grid(self):
         c = self.config

@@ -79,6 +79,22 @@ class Policy(nn.Module):
         return self.net(feat)
 
 
+def advantages(rew: torch.Tensor) -> torch.Tensor:
+    """Returns-to-go of per-step rewards [steps, batch] (the action at step i shapes the
+    states after steps i..N-1), minus the per-step batch mean, divided by its std."""
+    ret = rew.flip(0).cumsum(0).flip(0)
+    return (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
+
+
+def policy_loss(lp, old_lp, adv, clip: float = 0.0):
+    """REINFORCE (-A log pi), or PPO's clipped surrogate when ``clip`` > 0 (ratio to the
+    policy that sampled the actions)."""
+    if clip > 0:
+        ratio = (lp - old_lp).exp()
+        return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    return -(adv * lp).mean()
+
+
 def features(x, sigma, denoised_prev, i, n_steps, spent, budget, sigma_data):
     b = x.shape[0]
     flat = x.reshape(b, -1).float()
@@ -107,7 +123,7 @@ class IRLSampler(Method):
         churn=[0.0, 0.05, 0.1, 0.2, 0.4], renoise=False, guidance=[1.0, 1.5, 2.0, 3.0], use_guidance="auto",
         reserve=-1, divergence="rkl", time_only=False, temperature=1.0, width=64,
         iters=30, batch=256, lr=3e-3, entropy=0.01, ppo_clip=0.0, ppo_epochs=1,
-        disc_steps=200, disc_batch=512, disc_lr=1e-3, disc_width=128, tune_samples=5000,
+        disc_steps=50, disc_batch=512, disc_lr=1e-3, disc_width=64, tune_samples=5000,
         fit_nfe=0, seed=0, s_noise=1.0)
 
     def __init__(self, task=None, **config):
@@ -191,7 +207,7 @@ class IRLSampler(Method):
                         if v != 1.0:
                             allowed[:, k] = ok
                 probs = torch.softmax(lg.detach().masked_fill(~allowed, -math.inf), 1)
-                a = torch.searchsorted(probs.cumsum(1), u[:, j:j + 1].to(probs.dtype)).squeeze(1).clamp_max(len(values) - 1)
+                a = torch.searchsorted(probs.cumsum(1), u[:, j:j + 1].contiguous().to(probs.dtype)).squeeze(1).clamp_max(len(values) - 1)
                 acts[name], masks[name] = a, allowed
                 off += len(values)
             if record:
@@ -203,6 +219,7 @@ class IRLSampler(Method):
             if record:
                 traj["states"].append(x.detach().float())
                 traj["sigmas"].append(float(sig[i + 1]) if i < n - 1 else float(denoiser.sigma_min))
+        traj["spent"] = spent
         return (x, traj) if record else x
 
     def _step(self, cond, denoiser, x, sig, i, acts, fams, class_labels, noise, heun):
@@ -328,18 +345,12 @@ class IRLSampler(Method):
                 lg = disc(flat, sigmas.repeat_interleave(b)).reshape(len(sigmas), b).clamp(-5, 5)
                 rew = reward_fn(lg)
             # the action at step i shapes the states i..N-1 (index i of `states` is the state after step i)
-            ret = rew.flip(0).cumsum(0).flip(0)
-            adv = (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
+            adv = advantages(rew)
             with torch.no_grad():
                 old_lp, _ = self.logprob_entropy(traj)
             for _ in range(max(1, c["ppo_epochs"])):
                 lp, ent = self.logprob_entropy(traj)
-                if c["ppo_clip"] > 0:
-                    ratio = (lp - old_lp).exp()
-                    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c["ppo_clip"], 1 + c["ppo_clip"])).mean()
-                else:
-                    pg = -(adv * lp).mean()
-                loss = pg - c["entropy"] * ent.mean()
+                loss = policy_loss(lp, old_lp, adv, c["ppo_clip"]) - c["entropy"] * ent.mean()
                 opt_p.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_p.step()

@@ -1,0 +1,192 @@
+"""restart, dg and irl: costs, budgets, determinism, caching, bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import bench
+from bench import discriminator as disc_lib
+from bench.denoiser import CountingDenoiser, EDMPrecond
+from bench.method import BudgetError
+from bench.task import Unsupported
+from bench.toynet import MLPNet
+from methods.irl import IRLSampler, Policy, advantages, policy_loss
+from methods.restart import Restart, restart_nfe
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return EDMPrecond(MLPNet(2, 0, width=16, depth=1, emb=8), shape=(2,)).eval().requires_grad_(False)
+
+
+# -- restart ------------------------------------------------------------------------
+def test_restart_imagenet64_nfe_formula_equals_counted_nfe():
+    m = Restart(**Restart.presets["imagenet64"])
+    cfg = m.configured(203)
+    assert restart_nfe(cfg["steps"], cfg["intervals"]) == 203
+    d = CountingDenoiser(tiny_net())
+    task = bench.get_task("gmm8")
+    bench.generate(m.sample, task, d, 16, 0, nfe_budget=203)
+    assert d.rows / 16 == 203
+
+
+@pytest.mark.parametrize("budget,k,nfe", [(43, 2, 43), (60, 5, 55), (80, 10, 75), (200, 20, 115)])
+def test_restart_cifar10_preset_picks_the_largest_k_that_fits(budget, k, nfe):
+    m = Restart(**Restart.presets["cifar10"])
+    cfg = m.configured(budget)
+    assert cfg["intervals"][0][1] == k and restart_nfe(cfg["steps"], cfg["intervals"]) == nfe
+    d = CountingDenoiser(tiny_net())
+    bench.generate(m.sample, bench.get_task("gmm8"), d, 4, 0, nfe_budget=budget)
+    assert d.rows / 4 == nfe
+
+
+def test_restart_bad_configurations(tmp_path):
+    with pytest.raises(BudgetError, match="over the budget"):
+        Restart(**Restart.presets["cifar10"]).describe_budget(40)
+    with pytest.raises(BudgetError, match="sigma_min <= t_min < t_max <= sigma_max"):
+        bench.run("restart", "gmm8", nfe=20, out=tmp_path, progress=False, samples=10,
+                  config=dict(steps=5, intervals=[[3, 1, 0.05, 500.0]]))
+    with pytest.raises(BudgetError, match="needs NFE 13, over the budget 10"):
+        bench.run("restart", "gmm8", nfe=10, out=tmp_path, progress=False, samples=10,
+                  config=dict(steps=5, intervals=[[3, 1, 0.05, 0.5]]))
+
+
+def test_restart_search_respects_the_budget(tmp_path):
+    cfg = dict(search_tmin=[0.1, 1.0], search_ratio=[4.0], search_nrestart=[2], search_k=[1], tune_samples=100)
+    (r,) = bench.run("restart", "gmm8", nfe=10, denoiser="exact", out=tmp_path, samples=100, progress=False,
+                     config=cfg, cache=tmp_path / "c")
+    assert r["status"] == "ok" and r["nfe"] <= 10 and r["fit_cost"]["nfe"] > 0
+    assert r["budget_config"]["nfe_formula"] == r["nfe"]
+
+
+# -- discriminator and dg -----------------------------------------------------------------
+def test_discriminator_training_is_deterministic():
+    real, fake = torch.randn(200, 2), torch.randn(200, 2) + 1
+
+    def once():
+        torch.manual_seed(123)  # the initialisation comes from the caller's seed
+        d = disc_lib.for_shape((2,), 1.0, width=16)
+        disc_lib.train(d, real, fake, steps=30, batch=64, seed=5)
+        return d.state_dict()
+    a, b = once(), once()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_discriminator_learns_the_log_density_ratio():
+    """Two 1-D Gaussians N(0,1) vs N(1,1): at tiny sigma the optimal logit is 0.5 - x."""
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(4000, 1, generator=g), torch.randn(4000, 1, generator=g) + 1
+    torch.manual_seed(0)
+    d = disc_lib.MLPDiscriminator(1, 1.0, width=32)
+    disc_lib.train(d, real, fake, steps=800, batch=256, lr=3e-3, seed=0, sigmas=[0.002])
+    x = torch.linspace(-1, 2, 7)[:, None]
+    logit = d(x, torch.full((7,), 0.002)).detach()
+    assert torch.allclose(logit, 0.5 - x[:, 0], atol=0.25)
+
+
+def test_dg_caches_its_discriminator_and_counts_aux_evals(tmp_path):
+    cfg = dict(train_samples=300, disc_steps=30, disc_batch=64, disc_width=16)
+    kw = dict(nfe=7, denoiser="exact", out=tmp_path / "r", samples=100, progress=False, config=cfg,
+              cache=tmp_path / "c")
+    first = bench.run("dg", "gmm8", **kw)[0]
+    second = bench.run("dg", "gmm8", **kw)[0]
+    assert first["fit_cost"]["nfe"] == 300 * 7 and not first["fit_cost"]["reused"]
+    assert second["fit_cost"] == dict(first["fit_cost"], nfe=0, seconds=0.0, reused=True)
+    assert first["metrics"] == second["metrics"]
+    # Heun with 4 steps: every Euler part at sigma inside the window gets one discriminator gradient
+    window = first["budget_config"]["sigma_window"]
+    sig = bench.sampling.karras_sigmas(4, 0.002, 80.0)[:-1]
+    assert first["aux_evals"] == sum(window[0] <= float(s) <= window[1] for s in sig)
+
+
+# -- irl ------------------------------------------------------------------------------------
+def test_policy_gradient_is_unbiased_on_a_one_step_bandit():
+    """One step, two churn levels with known rewards r = (1, 0): the exact gradient of
+    J = sum_a pi_a r_a with respect to the logits is pi_a (r_a - J). The estimator
+    (REINFORCE on returns, with the raw reward as advantage) averages to it."""
+    pol = Policy(10, [2], steps=1, time_only=True)
+    with torch.no_grad():
+        pol.table[0] = torch.tensor([0.3, -0.2])
+    pi = torch.softmax(pol.table[0].detach(), 0)
+    r = torch.tensor([1.0, 0.0])
+    exact = pi * (r - (pi * r).sum())
+    g = torch.Generator().manual_seed(0)
+    a = torch.multinomial(pi.expand(200_000, 2), 1, replacement=True, generator=g).squeeze(1)
+    lp = torch.log_softmax(pol(torch.zeros(len(a), 10), 0), 1).gather(1, a[:, None]).squeeze(1)
+    loss = policy_loss(lp[None], lp[None].detach(), r[a][None])
+    (grad,) = torch.autograd.grad(-loss, pol.table, retain_graph=True)
+    assert torch.allclose(grad[0], exact, atol=4e-3)
+    # the clipped (PPO) surrogate has the same gradient on its first update (ratio 1)
+    (grad_ppo,) = torch.autograd.grad(-policy_loss(lp[None], lp[None].detach(), r[a][None], clip=0.2), pol.table)
+    assert torch.allclose(grad_ppo, grad)
+
+
+def test_advantages_are_returns_to_go_centred_per_step():
+    rew = torch.tensor([[1.0, 3.0], [2.0, 2.0]])  # [steps, batch]
+    ret = torch.tensor([[3.0, 5.0], [2.0, 2.0]])
+    expect = (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
+    assert torch.allclose(advantages(rew), expect)
+
+
+@pytest.mark.parametrize("bias", [-20.0, 0.0, 20.0])
+def test_irl_never_exceeds_the_nfe_budget(bias):
+    """Whatever the policy prefers (all renoise and strongest guidance, or none), every
+    sample's spent NFE stays within the budget and the counted NFE agrees."""
+    task = bench.get_task("gmm8-cond")
+    m = IRLSampler(task=task, renoise=True, reserve=6)
+    m.policy = m._new_policy(15)
+    with torch.no_grad():
+        m.policy.net[-1].bias.copy_(torch.tensor([0, 0, 0, 0, 0, -bias, bias, -bias, 0, 0, bias]))
+    d = CountingDenoiser(task.exact_denoiser())
+    from bench.noise import Noise
+    noise = Noise(0, torch.arange(64))
+    x = noise.randn((2,), dtype=torch.float64) * 80.0
+    labels = task.class_labels(0, torch.arange(64))
+    with torch.no_grad():
+        _, traj = m.rollout(d, x, nfe_budget=15, class_labels=labels, noise=noise, record=True)
+    assert traj["spent"].max() <= 15 and d.rows == traj["spent"].sum()
+    if bias > 0:
+        assert traj["spent"].max() > 2 * m.base_steps(15) - 1  # the extra actions were really taken
+
+
+def test_irl_trains_saves_and_reloads_to_identical_samples(tmp_path):
+    cfg = dict(iters=2, batch=32, disc_steps=5, disc_batch=32, tune_samples=200)
+    kw = dict(nfe=7, denoiser="exact", out=tmp_path / "r", samples=200, progress=False, config=cfg,
+              cache=tmp_path / "c", save_samples=True)
+    first = bench.run("irl", "gmm8", **kw)[0]
+    (tmp_path / "r").rename(tmp_path / "r1")
+    second = bench.run("irl", "gmm8", **kw)[0]
+    assert first["status"] == second["status"] == "ok"
+    assert first["fit_cost"]["nfe"] > 0 and second["fit_cost"]["reused"]
+    a = np.load(tmp_path / "r1" / "gmm8" / "irl@exact" / "nfe7_seed0.npz")["x"]
+    b = np.load(tmp_path / "r" / "gmm8" / "irl@exact" / "nfe7_seed0.npz")["x"]
+    assert np.array_equal(a, b)
+    assert (tmp_path / "r" / "gmm8" / "irl@exact" / "nfe7_seed0.actions.png").exists()
+    assert "overhead" in first and first["nfe"] <= 7
+    meta = json.loads(open(first["path"]).read())
+    assert meta["extras"] == ["nfe7_seed0.actions.png"]
+
+
+def test_irl_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="unknown divergence 'kl'"):
+        bench.get_method("irl", bench.get_task("gmm8"), divergence="kl")
+    with pytest.raises(BudgetError, match="cannot fit NFE budget 9"):
+        bench.run("irl", "gmm8", nfe=9, out=tmp_path, samples=10, progress=False,
+                  config=dict(renoise=True, reserve=0))
+    from bench import registry
+    from bench.task import Task
+
+    class NoTuning(Task):
+        name = "no-tuning"
+        shape = (2,)
+
+        def denoisers(self):
+            return dict(exact=lambda: bench.get_task("gmm8").exact_denoiser())
+
+    registry._TASKS["no-tuning"] = NoTuning
+    try:
+        with pytest.raises(Unsupported, match="no tuning split"):
+            bench.run("irl", "no-tuning", nfe=9, out=tmp_path, samples=10, progress=False)
+    finally:
+        del registry._TASKS["no-tuning"]
