@@ -147,12 +147,24 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     jobs = [(b, s) for b in nfe for s in seeds]
     bar = tqdm(jobs, desc=f"{m.name} on {t.name}", disable=not progress or rank != 0)
     fit_cost = None
+    fit_error = None
     for b, s in bar:
         if m.has_fit and (fit_cost is None or fit_cost.get("budget") != b):
             bar.set_postfix_str(f"fit nfe={b}")
-            fit_cost = dict(_fit(m, t, counted, denoiser_name, b, device, batch_size, progress, store, rank, world),
-                            budget=b)
-        r, drawn = _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch_size, rank, world)
+            fit_error = None
+            try:
+                fit_cost = dict(_fit(m, t, counted, denoiser_name, b, device, batch_size, progress, store, rank,
+                                     world), budget=b)
+            except (BudgetError, Unsupported):
+                raise
+            except Exception as e:  # a diverged or broken fit: its budget's results say failed, nothing is cached
+                fit_error = f"fit failed: {type(e).__name__}: {e}"
+                fit_cost = dict(nfe=counted.rows, seconds=None, reused=False, budget=b)
+        if fit_error is None:
+            r, drawn = _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch_size, rank,
+                            world)
+        else:
+            r, drawn = _failed(m, t, denoiser_name, b, s, n, device, world, fit_error), None
         r.update(label=label, fit_cost={k: v for k, v in (fit_cost or dict(nfe=0, seconds=0.0)).items()
                                         if k != "budget"})
         if rank == 0:
@@ -168,11 +180,21 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     return results if rank == 0 else []
 
 
+def _record(m, t, denoiser_name, b, s, n, device, world):
+    return dict(schema=SCHEMA, method=m.name, method_config=m.config, budget_config=m.describe_budget(b),
+                task=t.name, task_version=t.version, denoiser=denoiser_name, nfe_budget=b, seed=s, n_samples=n,
+                metrics={}, nfe=None, sample_seconds=None, status="ok", protocol={}, versions=versions(),
+                git_sha=git_sha(), created=now(), world_size=world, device=str(device))
+
+
+def _failed(m, t, denoiser_name, b, s, n, device, world, error):
+    r = _record(m, t, denoiser_name, b, s, n, device, world)
+    r.update(status="failed", error=error)
+    return r
+
+
 def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch_size, rank, world):
-    r = dict(schema=SCHEMA, method=m.name, method_config=m.config, budget_config=m.describe_budget(b),
-             task=t.name, task_version=t.version, denoiser=denoiser_name, nfe_budget=b, seed=s, n_samples=n,
-             metrics={}, nfe=None, sample_seconds=None, status="ok", protocol={}, versions=versions(),
-             git_sha=git_sha(), created=now(), world_size=world, device=str(device))
+    r = _record(m, t, denoiser_name, b, s, n, device, world)
     drawn = None
     try:
         counted.reset()

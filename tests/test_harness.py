@@ -231,3 +231,25 @@ def test_python_m_bench_runs_as_a_module(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "gmm8" / "euler@exact" / "nfe5_seed0.json").exists()
     assert torch.__version__  # torch imported fine alongside
+
+
+def test_a_fit_that_diverges_gives_failed_results_and_caches_nothing(tmp_path):
+    from bench.method import Method
+
+    class Diverging(Method):
+        description = "test"
+        has_fit = True
+
+        def fit(self, ctx):
+            raise FloatingPointError("loss is NaN at iteration 3")
+
+    registry._METHODS["diverging-test"] = Diverging
+    Diverging.name = "diverging-test"
+    try:
+        rs = bench.run("diverging-test", "gmm8", nfe=5, seeds=[0, 1], out=tmp_path / "r", denoiser="exact",
+                       cache=tmp_path / "c", **SMALL)
+    finally:
+        del registry._METHODS["diverging-test"]
+    assert [r["status"] for r in rs] == ["failed", "failed"]
+    assert all("fit failed: FloatingPointError: loss is NaN" in r["error"] for r in rs)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("meta.json"))
