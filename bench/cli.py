@@ -74,6 +74,8 @@ def main(argv=None):
     lb.add_argument("--task", default=None)
     lb.add_argument("--results", default="results")
     lb.add_argument("--out", default="leaderboards")
+    lb.add_argument("--format", default=None,
+                    help="comma-separated subset of md,csv,json,latex,png (default: all of them)")
 
     td = sub.add_parser("train-denoiser", help="train a task's own denoiser")
     td.add_argument("--task", required=True)
@@ -130,7 +132,7 @@ def _dispatch(a, p):
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = lambda msg, *args, **kw: print(f"warning: {msg}", file=sys.stderr)
-            written = build(a.results, a.out, task=a.task)
+            written = build(a.results, a.out, task=a.task, formats=a.format)
         for path in written:
             print(path)
         return 0

@@ -1,31 +1,67 @@
-"""Leaderboards: per task, a CSV, a markdown table and a plot built from result files.
+"""Leaderboards: per task a markdown page, CSV, JSON, LaTeX table, plot and sample grid,
+plus an index (``README.md``), built from result files and the published numbers.
 
     from bench.leaderboard import build
-    build("results", "leaderboards")          # every task
-    build("results", "leaderboards", "gmm8")  # one task
+    build("results", "leaderboards")                          # every task, every format
+    build("results", "leaderboards", "gmm8", formats="latex")  # one task, one format
 
-One row per (method label, NFE budget): the mean over seeds of every metric with
-a 95% Student-t interval (half-width ``t_{0.975,n-1} * sd / sqrt(n)``; none with
-one seed), the seeds behind it and the failed runs beside it (counted, never
-averaged). Two results of the same (task, label, budget, seed) are never
-averaged: the newest is kept, with a warning naming both files. The outputs
-depend only on the result files, so rebuilding gives the same bytes.
+Measured rows: one per (method label, NFE budget), the mean over seeds of every
+metric with a 95% Student-t interval (half-width ``t_{0.975,n-1} * sd / sqrt(n)``;
+none with one seed), the seeds behind it and the failed runs beside it (counted,
+never averaged). Tasks that declare ``seed_aggregate = "min"`` (EDM's protocol:
+the minimum FID over seed sets) get a "min over seeds" column for the primary
+metric as well. Two results of the same (task, label, budget, seed) are never
+averaged: the newest is kept, with a warning naming both files; unreadable,
+truncated, old-schema or malformed result files are skipped with a warning.
+
+Reported rows (``bench.reported``, ``leaderboards/reported.csv``): published
+numbers, shown beside the measured rows, labelled "reported" with their source,
+never part of a mean, interval, ranking or "best" marker. A task with reported
+numbers but no measured results still gets its page.
+
+Every row carries its protocol: measured rows point to a footnote per distinct
+protocol of their result files (``P1``, ``P2``, ...: samples, reference set or
+statistics file, feature extractor, NFE convention, seed rule; the full protocol
+is in the JSON), reported rows to the protocol text of the CSV (``R1``, ...).
+
+Files written under ``out`` (never inside its subdirectories, so a results
+directory kept there, e.g. ``leaderboards/results``, is left alone):
+``<task>.md``, ``.csv``, ``.json``, ``.tex`` (booktabs), ``.png`` (quality vs NFE,
+the interval as a band, reported numbers as open markers), ``<task>_samples.png``
+(image tasks whose results saved samples: a grid, one row per method, at one
+NFE budget, seed and the same sample indices for every method) and, when every
+task is built with markdown, ``README.md`` (per task: the best measured method per
+NFE budget, links, and the date and git sha of the newest result behind it).
+The outputs depend only on the result files and the reported numbers, so
+rebuilding gives the same bytes.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import re
 import warnings
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from bench.io import atomic_write_bytes
+from bench.reported import DEFAULT_PATH as REPORTED_CSV
+from bench.reported import load_reported
 from bench.results import load_results
 
 CI_LEVEL = 0.95
+FORMATS = ("md", "csv", "json", "tex", "png")
+_ALIASES = {"markdown": "md", "latex": "tex", "plot": "png", "plots": "png"}
+GENERATOR = "bench.leaderboard"
+RESERVED = {"README", "reported"}  # names of files under out that are not a task's
+SAMPLE_COLUMNS = 10  # sample indices 0..9 in the grid
+_PROTOCOL_FIELDS = ("n_samples", "reference", "n_reference", "reference_stats", "feature_extractor",
+                    "nfe_convention", "eval_seeds")
 
 
 # --- statistics ------------------------------------------------------------
@@ -43,9 +79,102 @@ def mean_ci(values) -> tuple[float, float]:
     return m, float(student_t.ppf(0.5 + CI_LEVEL / 2, v.size - 1) * sd / math.sqrt(v.size))
 
 
+def _float(x) -> float:
+    """A number from a result file (JSON writes inf/nan as strings); NaN for None or junk."""
+    if x is None or isinstance(x, bool):
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _mean(values) -> float:
-    v = [float(x) for x in values if x is not None]
+    v = [f for f in (_float(x) for x in values) if not math.isnan(f)]
     return float(np.mean(v)) if v else math.nan
+
+
+def parse_formats(formats) -> tuple[str, ...]:
+    """``None`` (every format), a comma-separated string or a list of md/markdown, csv, json,
+    tex/latex, png; in the canonical order."""
+    if formats is None:
+        return FORMATS
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    chosen = set()
+    for item in items:
+        f = _ALIASES.get(str(item).strip().lower(), str(item).strip().lower())
+        if not f:
+            continue
+        if f not in FORMATS:
+            raise ValueError(f"unknown leaderboard format {item!r}: choose from md, csv, json, latex, png "
+                             f"(comma-separated)")
+        chosen.add(f)
+    if not chosen:
+        raise ValueError("no leaderboard format given: choose from md, csv, json, latex, png")
+    return tuple(f for f in FORMATS if f in chosen)
+
+
+# --- loading ------------------------------------------------------------------
+
+def _is_generated(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("generated_by") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _load(results) -> tuple[list[dict], list[Path]]:
+    """Result files under ``results``; this builder's own JSON outputs (when results are read from a
+    directory holding leaderboards) are passed over quietly, every other unusable file with a warning."""
+    dirs = [Path(results)] if isinstance(results, (str, Path)) else [Path(d) for d in results]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_results(dirs)
+    for w in caught:
+        m = re.match(r"skipping (.+?): not a result file", str(w.message))
+        if m and _is_generated(Path(m.group(1))):
+            continue  # a leaderboard JSON written by this module, e.g. results read from the output directory
+        warnings.warn(w.message, w.category, stacklevel=3)
+    good = []
+    for r in loaded:
+        problem = _malformed(r)
+        if problem:
+            warnings.warn(f"skipping {r['_path']}: {problem}", stacklevel=3)
+            continue
+        good.append(r)
+    return good, dirs
+
+
+def _malformed(r: dict) -> str | None:
+    for k in ("nfe_budget", "seed"):
+        v = r.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            return f"{k} {v!r} is not an integer"
+        try:
+            if int(v) != float(v):
+                return f"{k} {v!r} is not an integer"
+        except (TypeError, ValueError):
+            return f"{k} {v!r} is not an integer"
+    if not isinstance(r.get("task"), str) or not r["task"]:
+        return f"task {r.get('task')!r} is not a name"
+    if not isinstance(r.get("metrics"), dict):
+        return "metrics is not a mapping"
+    if r.get("status") == "ok":
+        bad = [k for k, v in r["metrics"].items() if math.isnan(_float(v)) and str(v).lower() != "nan"]
+        if bad:
+            return f"metric(s) {', '.join(map(str, bad))} not numbers"
+    return None
+
+
+def _rel(r: dict, roots: list[Path]) -> str:
+    """The result's path relative to the results directory it was found in (machine-independent)."""
+    p = Path(r["_path"])
+    for root in roots:
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return p.as_posix()
 
 
 # --- collecting -------------------------------------------------------------
@@ -82,7 +211,7 @@ def _dedupe(results: list[dict]) -> list[dict]:
 
 def _one_version(task: str, results: list[dict]) -> list[dict]:
     """Results of different task versions are not comparable: keep the newest version's."""
-    versions = sorted({r.get("task_version") for r in results}, key=lambda v: (v is not None, v or 0))
+    versions = sorted({r.get("task_version") for r in results}, key=lambda v: (v is not None, str(v or 0)))
     if len(versions) < 2:
         return results
     newest = versions[-1]
@@ -93,30 +222,52 @@ def _one_version(task: str, results: list[dict]) -> list[dict]:
     return [r for r in results if r.get("task_version") == newest]
 
 
-def _fit(r: dict) -> tuple[float | None, float | None]:
+def _fit(r: dict) -> tuple:
     """The cost of producing what the run used: the artifact's own cost when it was cached
     (a reused artifact reports nfe 0 for the run itself), else the run's fit cost."""
-    cost = r.get("fit_cost") or {}
+    cost = r.get("fit_cost") if isinstance(r.get("fit_cost"), dict) else {}
     src = cost.get("artifact") if isinstance(cost.get("artifact"), dict) else cost
     return src.get("nfe"), src.get("seconds")
 
 
-def _task_info(task: str, metrics: list[str]) -> tuple[str, dict]:
-    """(primary metric, higher_is_better) from the registered task, else the first metric."""
-    primary, higher = None, {}
+def _task_info(task: str, metrics: list[str]) -> tuple[str, dict, str]:
+    """(primary metric, higher_is_better, seed aggregate) from the registered task, else the first
+    metric, lower is better, mean."""
+    primary, higher, aggregate = None, {}, "mean"
     try:
         from bench import get_task
         t = get_task(task)
         primary, higher = t.primary_metric, dict(t.higher_is_better)
+        aggregate = getattr(t, "seed_aggregate", "mean")
     except (LookupError, ValueError, ImportError) as e:
         warnings.warn(f"task {task} is not registered here ({e}); ranking by its first metric, lower is better",
                       stacklevel=3)
+    if aggregate not in ("mean", "min"):
+        warnings.warn(f"task {task}: seed_aggregate {aggregate!r} not understood (mean or min); using mean",
+                      stacklevel=3)
+        aggregate = "mean"
     if primary not in metrics:
         primary = metrics[0] if metrics else (primary or "")
-    return primary, higher
+    return primary, higher, aggregate
 
 
-def _rows(ok: list[dict], failed: list[dict], metrics: list[str]) -> list[dict]:
+def _norm_protocol(r: dict) -> dict:
+    """The result's protocol, with its own seed number in ``eval_seeds`` replaced by ``<seed>``
+    (so results that differ only in the seed share a protocol)."""
+    p = dict(r.get("protocol") or {}) if isinstance(r.get("protocol"), dict) else {}
+    if isinstance(p.get("eval_seeds"), str):
+        p["eval_seeds"] = re.sub(rf"(?<![\w.]){int(r['seed'])}(?![\w.])", "<seed>", p["eval_seeds"], count=1)
+    if "n_samples" not in p and r.get("n_samples") is not None:
+        p["n_samples"] = r["n_samples"]
+    return p
+
+
+def _protocol_key(p: dict) -> str:
+    return json.dumps(p, sort_keys=True, default=str)
+
+
+def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, aggregate: str,
+          roots: list[Path]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
         groups.setdefault((_label(r), int(r["nfe_budget"])), []).append(r)
@@ -129,17 +280,185 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str]) -> list[dict]:
     for (label, nfe), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         rs = sorted(rs, key=lambda r: int(r["seed"]))
         fits = [_fit(r) for r in rs]
-        row = dict(method=label, nfe=nfe, nfe_measured=_mean(r.get("nfe") for r in rs), seeds=len(rs),
-                   failed=n_failed.get((label, nfe), 0), mean={}, ci={},
-                   fit_nfe=_mean(f[0] for f in fits), fit_seconds=_mean(f[1] for f in fits),
-                   sample_seconds=_mean(r.get("sample_seconds") for r in rs))
+        protocols = {}
+        for r in rs:
+            p = _norm_protocol(r)
+            protocols.setdefault(_protocol_key(p), p)
+        if len(protocols) > 1:
+            warnings.warn(f"{label} at NFE {nfe}: its {len(rs)} results were made under {len(protocols)} different "
+                          f"protocols; the row's mean mixes them (see the protocol footnotes)", stacklevel=3)
+        row = dict(kind="measured", method=label, nfe=nfe, nfe_measured=_mean(r.get("nfe") for r in rs),
+                   seeds=len(rs), seed_list=[int(r["seed"]) for r in rs], failed=n_failed.get((label, nfe), 0),
+                   mean={}, ci={}, min={}, fit_nfe=_mean(f[0] for f in fits), fit_seconds=_mean(f[1] for f in fits),
+                   sample_seconds=_mean(r.get("sample_seconds") for r in rs), protocols=protocols,
+                   files=[_rel(r, roots) for r in rs], results=rs)
         for m in metrics:
-            row["mean"][m], row["ci"][m] = mean_ci(r["metrics"][m] for r in rs if m in r["metrics"])
+            vals = [_float(r["metrics"][m]) for r in rs if m in r["metrics"]]
+            row["mean"][m], row["ci"][m] = mean_ci(vals)
+            if aggregate == "min" and m == primary:
+                row["min"][m] = float(min(vals)) if vals else math.nan
         rows.append(row)
     return rows
 
 
-# --- formatting -------------------------------------------------------------
+def _better(higher: dict, metric: str, a: float, b: float) -> bool:
+    return a > b if higher.get(metric, False) else a < b
+
+
+def _ranked(rows: list[dict], primary: str, higher: dict) -> list[dict]:
+    """Measured rows by budget, then best primary-metric mean first; rows without a value last."""
+    sign = -1.0 if higher.get(primary, False) else 1.0
+
+    def key(row):
+        v = row["mean"].get(primary, math.nan)
+        return (row["nfe"], math.isnan(v), sign * v if not math.isnan(v) else 0.0, row["method"])
+    return sorted(rows, key=key)
+
+
+def _best(rows: list[dict], primary: str, higher: dict) -> dict[int, list[dict]]:
+    """NFE budget -> the measured rows with the best primary-metric mean there (ties all)."""
+    best: dict[int, float] = {}
+    for row in rows:
+        v = row["mean"].get(primary, math.nan)
+        if _is_floor(row):
+            continue
+        if not math.isnan(v) and (row["nfe"] not in best or _better(higher, primary, v, best[row["nfe"]])):
+            best[row["nfe"]] = v
+    out: dict[int, list[dict]] = {}
+    for row in _ranked(rows, primary, higher):
+        if row["nfe"] in best and row["mean"].get(primary, math.nan) == best[row["nfe"]] and not _is_floor(row):
+            out.setdefault(row["nfe"], []).append(row)
+    return out
+
+
+def _is_floor(row: dict) -> bool:
+    """A row that spent no denoiser evaluation (measured NFE 0, e.g. ``oracle``'s true samples) is the
+    metrics' noise floor, not a sampler: shown, never the best."""
+    return row["nfe_measured"] == 0
+
+
+def _best_reported(reported: list[dict], primary: str, higher: dict) -> dict:
+    """NFE (None: unknown) -> the reported rows of the primary metric with the best value there."""
+    out: dict = {}
+    for r in _ranked_reported(reported, primary, higher):
+        if r["metric"] == primary and (r["nfe"] not in out or r["value"] == out[r["nfe"]][0]["value"]):
+            out.setdefault(r["nfe"], []).append(r)
+    return out
+
+
+def _ranked_reported(reported: list[dict], primary: str, higher: dict) -> list[dict]:
+    def key(r):
+        sign = -1.0 if higher.get(r["metric"], False) else 1.0
+        return (r["nfe"] is None, r["nfe"] or 0, r["metric"] != primary, r["metric"], sign * r["value"],
+                r["method"], r["line"])
+    return sorted(reported, key=key)
+
+
+def _table(rows: list[dict], reported: list[dict], primary: str, higher: dict) -> list[dict]:
+    """Measured and reported rows in one order: by NFE; at each NFE the measured rows (ranked) and
+    then the reported ones (ranked); reported rows of unknown NFE last."""
+    entries = [((row["nfe"], 0, i), row) for i, row in enumerate(_ranked(rows, primary, higher))]
+    entries += [((math.inf if r["nfe"] is None else r["nfe"], 1, i), r)
+                for i, r in enumerate(_ranked_reported(reported, primary, higher))]
+    return [e for _, e in sorted(entries, key=lambda kv: kv[0])]
+
+
+def _seed_text(seeds: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    parts, run = [], []
+    for s in sorted(seeds):
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+        run = [s]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+    return ", ".join(parts)
+
+
+# --- one task -----------------------------------------------------------------
+
+def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Path]) -> dict:
+    """Everything the files of one task are rendered from."""
+    rs = _one_version(name, measured) if measured else []
+    ok = _dedupe([r for r in rs if r["status"] == "ok"])
+    failed = _dedupe([r for r in rs if r["status"] != "ok"])
+    measured_metrics = sorted({m for r in ok for m in r["metrics"]})
+    metrics = sorted(set(measured_metrics) | {r["metric"] for r in reported})
+    primary, higher, aggregate = _task_info(name, metrics)
+    rows = _rows(ok, failed, metrics, primary, aggregate, roots)
+    table = _table(rows, reported, primary, higher)
+    # protocol ids in order of first appearance in the table
+    protocols: dict[str, tuple[str, object]] = {}  # key -> (id, protocol)
+    n_p = n_r = 0
+    for e in table:
+        if e["kind"] == "measured":
+            ids = []
+            for key, p in sorted(e["protocols"].items()):
+                if key not in protocols:
+                    n_p += 1
+                    protocols[key] = (f"P{n_p}", p)
+                ids.append(protocols[key][0])
+            e["protocol_ids"] = sorted(ids, key=lambda s: int(s[1:]))
+        else:
+            key = "reported:" + e["protocol"]
+            if key not in protocols:
+                n_r += 1
+                protocols[key] = (f"R{n_r}", e["protocol"])
+            e["protocol_ids"] = [protocols[key][0]]
+    behind = ok + failed
+    newest = max(behind, key=lambda r: (_created(r), r.get("_path", ""))) if behind else None
+    order = ([primary] if primary in metrics else []) + [m for m in metrics if m != primary]
+    differ = [k for k in ("n_samples", "reference", "reference_stats", "feature_extractor", "nfe_convention")
+              if len({json.dumps((r.get("protocol") or {}).get(k) if isinstance(r.get("protocol"), dict) else None,
+                                 sort_keys=True, default=str) for r in ok}) > 1]
+    return dict(task=name, version=rs[0].get("task_version") if rs else None, rows=rows, reported=reported,
+                table=table, metrics=metrics, order=order, primary=primary, higher=higher, aggregate=aggregate,
+                protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
+                newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
+                failed=failed, differ=differ, best=_best(rows, primary, higher),
+                best_reported=_best_reported(reported, primary, higher), samples=None)
+
+
+def _protocol_fields(p: dict) -> list[tuple[str, str]]:
+    """The fields every row must be traceable to, from a result's protocol (``not recorded`` where absent)."""
+    def show(v):
+        if v is None:
+            return "not recorded"
+        if isinstance(v, dict):
+            name = v.get("name") or v.get("file")
+            extra = [f"{k} {str(v[k])[:16] if k.endswith('sha256') else v[k]}" for k in sorted(v)
+                     if k not in ("name", "file", "layers") and v[k] not in (None, "")]
+            return f"{name} ({', '.join(extra)})" if name and extra else str(name or json.dumps(v, sort_keys=True))
+        return str(v)
+    ref = p.get("reference", p.get("reference_images"))
+    return [("n_samples", show(p.get("n_samples"))), ("reference", show(ref)),
+            ("n_reference", show(p.get("n_reference"))), ("reference_stats", show(p.get("reference_stats"))),
+            ("feature_extractor", show(p.get("feature_extractor"))),
+            ("nfe_convention", show(p.get("nfe_convention"))), ("eval_seeds", show(p.get("eval_seeds")))]
+
+
+def _protocol_text(p) -> str:
+    if isinstance(p, str):
+        return p
+    if not p:
+        return "protocol not recorded (result files of an older schema)"
+    return "; ".join(f"{k} = {v}" for k, v in _protocol_fields(p))
+
+
+def _row_protocol(e: dict) -> str:
+    """The protocol cell: footnote id(s) and, for measured rows, the seeds."""
+    ids = ", ".join(e.get("protocol_ids") or [])
+    if e["kind"] == "reported":
+        return ids
+    if not e["seed_list"]:
+        return "—"
+    return f"{ids}, seeds {_seed_text(e['seed_list'])}"
+
+
+# --- formatting: numbers --------------------------------------------------------
 
 def _csv_num(v) -> str:
     if v is None:
@@ -157,188 +476,627 @@ def _md_num(v) -> str:
 
 
 def _md_text(s) -> str:
-    return str(s).replace("|", "\\|")
+    return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def _csv_bytes(rows: list[dict], metrics: list[str]) -> bytes:
+def _json_num(v):
+    if v is None:
+        return None
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+# --- CSV ------------------------------------------------------------------------
+
+def _csv_bytes(b: dict) -> bytes:
+    metrics, primary = b["metrics"], b["primary"]
+    mins = [primary] if b["aggregate"] == "min" and primary in metrics else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["method", "nfe", "nfe_measured", "seeds", "failed"]
-               + [f"{m}_{s}" for m in metrics for s in ("mean", "ci95")]
+               + [f"{m}_{s}" for m in metrics for s in ("mean", "ci95")] + [f"{m}_min" for m in mins]
+               + ["kind", "source", "reported_metric", "reported_value", "seed_list", "protocol_id", "protocol"]
                + ["fit_nfe", "fit_seconds", "sample_seconds"])
-    for row in rows:
-        w.writerow([row["method"], _csv_num(row["nfe"]), _csv_num(row["nfe_measured"]), row["seeds"],
-                    row["failed"]]
-                   + [_csv_num(row[s][m]) for m in metrics for s in ("mean", "ci")]
-                   + [_csv_num(row["fit_nfe"]), _csv_num(row["fit_seconds"]), _csv_num(row["sample_seconds"])])
+    for e in b["table"]:
+        if e["kind"] == "measured":
+            w.writerow([e["method"], _csv_num(e["nfe"]), _csv_num(e["nfe_measured"]), e["seeds"], e["failed"]]
+                       + [_csv_num(e[s][m]) for m in metrics for s in ("mean", "ci")]
+                       + [_csv_num(e["min"].get(m)) for m in mins]
+                       + ["measured", "measured", "", "", " ".join(map(str, e["seed_list"])),
+                          " ".join(e["protocol_ids"]),
+                          " | ".join(_protocol_text(b["protocols"][i]) for i in e["protocol_ids"])]
+                       + [_csv_num(e["fit_nfe"]), _csv_num(e["fit_seconds"]), _csv_num(e["sample_seconds"])])
+        else:
+            w.writerow([e["method"], _csv_num(e["nfe"]), "", "", ""] + [""] * (2 * len(metrics) + len(mins))
+                       + ["reported", e["source"], e["metric"], e["value_text"], "", e["protocol_ids"][0],
+                          e["protocol"], "", "", ""])
     return buf.getvalue().encode()
 
 
-def _better(higher: dict, metric: str, a: float, b: float) -> bool:
-    return a > b if higher.get(metric, False) else a < b
+# --- markdown -------------------------------------------------------------------
+
+def _arrow(higher: dict, m: str) -> str:
+    return "↑" if higher.get(m, False) else "↓"
 
 
-def _ranked(rows: list[dict], primary: str, higher: dict) -> list[dict]:
-    """Rows by budget, then best primary-metric mean first; rows without a value last."""
-    sign = -1.0 if higher.get(primary, False) else 1.0
-
-    def key(row):
-        v = row["mean"].get(primary, math.nan)
-        return (row["nfe"], math.isnan(v), sign * v if not math.isnan(v) else 0.0, row["method"])
-    return sorted(rows, key=key)
-
-
-def _best(rows: list[dict], primary: str, higher: dict) -> set[tuple]:
-    best: dict[int, float] = {}
-    for row in rows:
-        v = row["mean"].get(primary, math.nan)
-        if not math.isnan(v) and (row["nfe"] not in best or _better(higher, primary, v, best[row["nfe"]])):
-            best[row["nfe"]] = v
-    return {(row["method"], row["nfe"]) for row in rows if row["nfe"] in best
-            and row["mean"].get(primary, math.nan) == best[row["nfe"]]}
-
-
-def _md_bytes(task: str, version, rows, metrics, primary, higher, ok, failed, png_name) -> bytes:
-    arrow = lambda m: "↑" if higher.get(m, False) else "↓"  # noqa: E731
-    behind = ok or failed
-    first = min(behind, key=lambda r: (_label(r), int(r["nfe_budget"]), int(r["seed"])))
-    proto = first.get("protocol") or {}
-    newest = max(behind, key=lambda r: (_created(r), r.get("_path", "")))
-    shas = sorted({str(r.get("git_sha", "unknown")) for r in behind})
-    title = f"# Leaderboard: {task}" + (f" (v{version})" if version is not None else "")
+def _md_bytes(b: dict) -> bytes:
+    task, primary, higher, order = b["task"], b["primary"], b["higher"], b["order"]
+    mins = b["aggregate"] == "min" and primary in b["metrics"]
+    title = f"# Leaderboard: {task}" + (f" (v{b['version']})" if b["version"] is not None else "")
     lines = [title, ""]
-    lines.append("Protocol: " + "; ".join(f"{k} = {proto.get(k, 'n/a')}"
-                                          for k in ("n_samples", "reference", "nfe_convention")) + ".")
-    differ = [k for k in ("n_samples", "reference", "nfe_convention")
-              if len({str((r.get("protocol") or {}).get(k)) for r in ok}) > 1]
-    if differ:
-        lines.append("")
-        lines.append(f"**Warning:** results differ in {', '.join(differ)}; rows may not be comparable.")
-    lines.append("")
     lines.append(f"Primary metric: **{primary or 'n/a'}** ({'higher' if higher.get(primary, False) else 'lower'} "
-                 f"is better; ↑/↓ mark each metric's direction). Values are mean ± 95% t-interval half-width "
+                 f"is better; ↑/↓ mark each metric's direction). Measured rows: mean ± 95% t-interval half-width "
                  f"over seeds (n/a with one seed); failed runs are counted, not averaged. "
-                 f"Bold: best mean on {primary or 'the primary metric'} at each NFE budget.")
+                 f"Bold: best measured mean on {primary or 'the primary metric'} at each NFE budget."
+                 + (" Rows with measured NFE 0 (true samples, e.g. `oracle`) are the metrics' noise floor, never "
+                    "bold." if any(_is_floor(r) for r in b["rows"]) else "")
+                 + (f" The task follows EDM's protocol of the minimum over seed sets: the column "
+                    f"\"{primary} min over seeds\" gives it beside the mean." if mins else ""))
+    if b["reported"]:
+        lines += ["", "Rows whose source is **reported** are published numbers (the source column names the paper), "
+                      "shown beside the measured ones under their own protocol; they are not measured here and never "
+                      "enter a mean, an interval or the bold best."]
     lines.append("")
-    lines.append(f"Newest result: {newest.get('created', 'unknown')}, git {newest.get('git_sha', 'unknown')}"
-                 + (f" (results span {len(shas)} commits)" if len(shas) > 1 else "") + ".")
+    if b["newest"] is not None:
+        n = b["newest"]
+        lines.append(f"Newest result: {n.get('created', 'unknown')}, git {n.get('git_sha', 'unknown')}"
+                     + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "") + ".")
+    else:
+        lines.append("Newest result: none (no measured results for this task yet; reported numbers only).")
+    if b["differ"]:
+        lines += ["", f"**Warning:** the measured results differ in {', '.join(b['differ'])}; rows under different "
+                      f"protocols may not be comparable."]
     lines.append("")
-    order = ([primary] if primary in metrics else []) + [m for m in metrics if m != primary]
     header = (["method", "NFE (budget)", "measured NFE", "seeds", "failed"]
-              + [f"{m} {arrow(m)}" for m in order] + ["fit NFE", "fit s", "sample s"])
+              + [f"{m} {_arrow(higher, m)}" for m in order]
+              + ([f"{primary} min over seeds {_arrow(higher, primary)}"] if mins else [])
+              + ["fit NFE", "fit s", "sample s", "source", "protocol"])
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|")
-    best = _best(rows, primary, higher)
-    for row in _ranked(rows, primary, higher):
-        bold = (row["method"], row["nfe"]) in best
-        cells = [_md_text(row["method"]), str(row["nfe"]), _md_num(row["nfe_measured"]), str(row["seeds"]),
-                 str(row["failed"])]
-        for m in order:
-            mean, ci = row["mean"][m], row["ci"][m]
-            cell = "—" if math.isnan(mean) else f"{_md_num(mean)} ± {_md_num(ci)}"
-            cells.append(f"**{cell}**" if bold and m == primary else cell)
-        if bold:
-            cells[0] = f"**{cells[0]}**"
-        cells += [_md_num(row["fit_nfe"]), _md_num(row["fit_seconds"]), _md_num(row["sample_seconds"])]
+    lines.append("|" + "|".join([":--"] + ["--:"] * (len(header) - 3) + [":--", ":--"]) + "|")
+    best = {(row["method"], row["nfe"]) for rs in b["best"].values() for row in rs}
+    for e in b["table"]:
+        if e["kind"] == "measured":
+            bold = (e["method"], e["nfe"]) in best
+            cells = [_md_text(e["method"]), str(e["nfe"]), _md_num(e["nfe_measured"]), str(e["seeds"]),
+                     str(e["failed"])]
+            for m in order:
+                mean, ci = e["mean"][m], e["ci"][m]
+                cell = "—" if math.isnan(mean) else f"{_md_num(mean)} ± {_md_num(ci)}"
+                cells.append(f"**{cell}**" if bold and m == primary else cell)
+            if mins:
+                cells.append("—" if math.isnan(e["min"][primary]) else _md_num(e["min"][primary]))
+            if bold:
+                cells[0] = f"**{cells[0]}**"
+            cells += [_md_num(e["fit_nfe"]), _md_num(e["fit_seconds"]), _md_num(e["sample_seconds"]), "measured",
+                      _row_protocol(e)]
+        else:
+            cells = [_md_text(e["method"]), "n/a" if e["nfe"] is None else str(e["nfe"]), "—", "—", "—"]
+            cells += [e["value_text"] if m == e["metric"] else "—" for m in order]
+            cells += (["—"] if mins else []) + ["—", "—", "—", f"reported: {_md_text(e['source'])}",
+                                                _row_protocol(e)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"![]({png_name})", ""]
+    lines += ["", f"Also as [CSV]({task}.csv), [JSON]({task}.json) and [LaTeX]({task}.tex) (booktabs).", "",
+              f"![]({task}.png)", ""]
+    s = b["samples"]
+    if s is not None:
+        lines += ["## Samples", "", f"![{task}: samples per method]({s['file']})", "",
+                  f"One row per method: samples {_seed_text(s['indices'])} of seed {s['seed']} at NFE {s['nfe']} "
+                  f"(the same noise{' and class labels' if s['labels'] is not None else ''} for every method), "
+                  f"from the samples saved beside each result ({', '.join(f'`{f}`' for f in s['files'])}).", ""]
+    lines += ["## Protocols", ""]
+    for pid, p in b["protocols"].items():
+        if pid.startswith("P"):
+            lines.append(f"- **{pid}** (measured): {_md_text(_protocol_text(p))}. Full protocol: `protocols.{pid}` "
+                         f"in [{task}.json]({task}.json).")
+        else:
+            lines.append(f"- **{pid}** (reported): {_md_text(p)}.")
+    if not b["protocols"]:
+        lines.append("- none (no successful results)")
+    lines.append("")
     return "\n".join(lines).encode()
 
 
-def _png_bytes(task: str, rows, primary: str, higher: dict) -> bytes:
+# --- JSON -----------------------------------------------------------------------
+
+def _json_bytes(b: dict) -> bytes:
+    metrics = b["metrics"]
+    measured = []
+    for row in _ranked(b["rows"], b["primary"], b["higher"]):
+        measured.append(dict(
+            method=row["method"], nfe=row["nfe"], nfe_measured=_json_num(row["nfe_measured"]), seeds=row["seed_list"],
+            failed=row["failed"], protocol=row["protocol_ids"],
+            metrics={m: dict(mean=_json_num(row["mean"][m]), ci95=_json_num(row["ci"][m]),
+                             **({"min": _json_num(row["min"][m])} if m in row["min"] else {})) for m in metrics
+                     if not math.isnan(row["mean"][m])},
+            best=any(r is row for rs in b["best"].values() for r in rs),
+            fit_nfe=_json_num(row["fit_nfe"]), fit_seconds=_json_num(row["fit_seconds"]),
+            sample_seconds=_json_num(row["sample_seconds"]), files=row["files"]))
+    reported = [dict(method=r["method"], nfe=r["nfe"], metric=r["metric"], value=r["value"], value_text=r["value_text"],
+                     source=r["source"], protocol=r["protocol_ids"][0])
+                for r in _ranked_reported(b["reported"], b["primary"], b["higher"])]
+    n = b["newest"]
+    obj = dict(
+        generated_by=GENERATOR, task=b["task"], task_version=b["version"], primary_metric=b["primary"],
+        higher_is_better={m: bool(b["higher"].get(m, False)) for m in metrics}, seed_aggregate=b["aggregate"],
+        interval=f"{CI_LEVEL:.0%} Student-t half-width over seeds (null with one seed)",
+        newest_result=None if n is None else dict(created=n.get("created"), git_sha=n.get("git_sha"),
+                                                  file=n.get("_rel")),
+        git_shas=b["shas"], protocols={pid: p for pid, p in b["protocols"].items()},
+        measured=measured, reported=reported,
+        samples=None if b["samples"] is None else {k: v for k, v in b["samples"].items() if k != "grid"})
+    text = json.dumps(_clean(obj), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode()
+
+
+def _clean(obj):
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return _clean(float(obj))
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+# --- LaTeX ----------------------------------------------------------------------
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "§": r"\S{}", "—": "---", "–": "--",
+        "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$",
+        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
+def tex_escape(s) -> str:
+    return "".join(_TEX.get(c, c) for c in str(s))
+
+
+def _tex_num(v) -> str:
+    """A number for math mode: 4 significant digits, ``1.2\\times10^{4}`` rather than ``1.2e+04``."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "--"
+    text = f"{float(v):.4g}"
+    if "e" in text:
+        mant, exp = text.split("e")
+        text = f"{mant}\\times10^{{{int(exp)}}}"
+    return text
+
+
+def _tex_bytes(b: dict) -> bytes:
+    task, primary, higher, order = b["task"], b["primary"], b["higher"], b["order"]
+    mins = b["aggregate"] == "min" and primary in b["metrics"]
+    best = {(row["method"], row["nfe"]) for rs in b["best"].values() for row in rs}
+    header = (["Method", "NFE", "Seeds"] + [f"{m} {_arrow(higher, m)}" for m in order]
+              + ([f"{primary} min over seeds {_arrow(higher, primary)}"] if mins else []) + ["Source", "Protocol"])
+    n = b["newest"]
+    out = ["% Generated by `python -m bench leaderboard` from result files (sampler-bench); do not edit by hand.",
+           "% Needs \\usepackage{booktabs}.",
+           "% Newest result: " + ("none (reported numbers only)" if n is None else
+                                  f"{n.get('created', 'unknown')}, git {n.get('git_sha', 'unknown')}"),
+           r"\begin{table}[t]", r"\centering", r"\small",
+           r"\caption{" + tex_escape(
+               f"{task}: {primary} ({'higher' if higher.get(primary, False) else 'lower'} is better) by NFE. "
+               f"Measured: mean ± {CI_LEVEL:.0%} t-interval half-width over seeds; bold: best measured mean per NFE. "
+               f"Reported: published numbers, not measured here, never averaged with the measured ones.") + "}",
+           r"\label{tab:" + re.sub(r"[^A-Za-z0-9:.-]", "-", task) + "}",
+           r"\begin{tabular}{lrr" + "r" * (len(order) + int(mins)) + "ll}", r"\toprule",
+           " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
+    prev = None
+    for e in b["table"]:
+        nfe = e["nfe"]
+        if prev is not None and nfe != prev:
+            out.append(r"\addlinespace")
+        prev = nfe
+        if e["kind"] == "measured":
+            bold = (e["method"], e["nfe"]) in best
+            cells = [tex_escape(e["method"]), str(nfe), str(e["seeds"])]
+            for m in order:
+                mean, ci = e["mean"][m], e["ci"][m]
+                if math.isnan(mean):
+                    cell = "--"
+                elif math.isnan(ci):
+                    cell = f"${_tex_num(mean)}$"
+                else:
+                    cell = f"${_tex_num(mean)} \\pm {_tex_num(ci)}$"
+                if bold and m == primary and cell != "--":
+                    cell = r"$\mathbf{" + cell.strip("$") + "}$"
+                cells.append(cell)
+            if mins:
+                cells.append(f"${_tex_num(e['min'][primary])}$" if not math.isnan(e["min"][primary]) else "--")
+            if bold:
+                cells[0] = r"\textbf{" + cells[0] + "}"
+            cells += ["measured", tex_escape(_row_protocol(e))]
+        else:
+            cells = [tex_escape(e["method"]), "--" if nfe is None else str(nfe), "--"]
+            cells += [f"${tex_escape(e['value_text'])}$" if m == e["metric"] else "--" for m in order]
+            cells += (["--"] if mins else []) + [tex_escape(f"reported: {e['source']}"), tex_escape(_row_protocol(e))]
+        out.append(" & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if b["protocols"]:
+        notes = [r"\textbf{" + pid + "}: " + tex_escape(_protocol_text(p)) for pid, p in b["protocols"].items()]
+        out += [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize",
+                "Protocols. " + r" \\ ".join(notes), r"\end{minipage}"]
+    out += [r"\end{table}", ""]
+    return "\n".join(out).encode()
+
+
+# --- pictures -------------------------------------------------------------------
+
+def _figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _png_bytes(b: dict) -> bytes:
     import matplotlib
     import matplotlib.style
     import matplotlib.ticker
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
+    task, primary, higher = b["task"], b["primary"], b["higher"]
     by_label: dict[str, list[dict]] = {}
-    for row in rows:
+    for row in b["rows"]:
         if primary in row["mean"] and not math.isnan(row["mean"][primary]):
             by_label.setdefault(row["method"], []).append(row)
+    rep: dict[str, list[dict]] = {}
+    for r in b["reported"]:
+        if r["metric"] == primary and r["nfe"] is not None:
+            rep.setdefault(r["method"], []).append(r)
     # the default style, whatever the user's matplotlibrc says, so the bytes depend on the data only
     with matplotlib.style.context("default"):
-        fig = Figure(figsize=(6.4, 4.4), dpi=100)
-        FigureCanvasAgg(fig)
+        n_lines = len(by_label) + len(rep)
+        fig = _figure((6.4 + (2.6 if n_lines > 8 else 0.0), 4.4))
         ax = fig.add_subplot()
-        means = [r["mean"][primary] for rs in by_label.values() for r in rs]
-        budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs})
+        means = ([r["mean"][primary] for rs in by_label.values() for r in rs]
+                 + [r["value"] for rs in rep.values() for r in rs])
+        budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs} | {r["nfe"] for rs in rep.values()
+                                                                                 for r in rs})
         log_y = bool(means) and all(v > 0 for v in means)
-        for label in sorted(by_label):
+        colors = [f"C{i}" for i in range(10)]
+        markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
+        style = lambda i: dict(color=colors[i % 10], marker=markers[(i // 10) % len(markers)])  # noqa: E731
+        for i, label in enumerate(sorted(by_label)):
             rs = sorted(by_label[label], key=lambda r: r["nfe"])
             x = np.array([r["nfe"] for r in rs], dtype=float)
             y = np.array([r["mean"][primary] for r in rs])
             ci = np.array([r["ci"][primary] for r in rs])
-            (line,) = ax.plot(x, y, marker="o", label=label)
+            (line,) = ax.plot(x, y, label=label, **style(i))
             has = ~np.isnan(ci)
             if has.any():
                 lo, hi = y - np.where(has, ci, 0.0), y + np.where(has, ci, 0.0)
                 if log_y:  # a band reaching zero or below runs off the bottom of a log axis
                     lo = np.where(lo > 0, lo, y / 10.0)
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        for i, label in enumerate(sorted(rep), start=len(by_label)):
+            rs = sorted(rep[label], key=lambda r: (r["nfe"], r["value"]))
+            ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], linestyle=":", fillstyle="none",
+                    linewidth=1.0, label=f"{label} (reported)", **style(i))
         if log_y:
             ax.set_yscale("log")
-        if budgets and all(b > 0 for b in budgets) and len(budgets) > 1:
+        if budgets and all(bb > 0 for bb in budgets) and len(budgets) > 1:
             ax.set_xscale("log")
         if budgets:
             ax.set_xticks(budgets)
-            ax.set_xticklabels([str(b) for b in budgets])
+            ax.set_xticklabels([str(bb) for bb in budgets])
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("NFE budget")
         ax.set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
-        ax.set_title(f"{task}: {primary} vs NFE (mean, 95% interval over seeds)")
-        if by_label:
+        ax.set_title(f"{task}: {primary} vs NFE (mean, 95% interval over seeds"
+                     + ("; open markers, dotted: reported" if rep else "") + ")", fontsize="medium")
+        if n_lines > 8:
+            ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        elif n_lines:
             ax.legend(fontsize="small")
         else:
             ax.text(0.5, 0.5, "no successful results", ha="center", va="center", transform=ax.transAxes)
         ax.grid(True, which="major", alpha=0.3)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+        return _png(fig)
+
+
+def _npz_head(path: Path, key: str, k: int):
+    """The first ``k`` entries of array ``key`` of an npz, without reading the rest when the member
+    is a plain C-order .npy; (array, full shape), or (None, None) when the key is absent."""
+    with zipfile.ZipFile(path) as z:
+        member = f"{key}.npy"
+        if member not in z.namelist():
+            return None, None
+        with z.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                shape, fortran, dtype = None, True, None
+            if not fortran and shape and not dtype.hasobject:
+                k = min(k, shape[0])
+                count = k * int(np.prod(shape[1:], dtype=np.int64))
+                data = f.read(count * dtype.itemsize)
+                if len(data) != count * dtype.itemsize:
+                    raise ValueError(f"array {key!r} is truncated")
+                return np.frombuffer(data, dtype=dtype).reshape((k,) + tuple(shape[1:])), tuple(shape)
+    with np.load(path, allow_pickle=False) as z:
+        a = z[key]
+        return a[:k], a.shape
+
+
+def _read_samples(r: dict, k: int):
+    """(images [k, C, H, W] float, labels [k] or None) from the result's saved samples; None when the
+    result saved no images (e.g. 2-d points); warns when the file is missing or unreadable."""
+    name = r.get("samples_file")
+    if not isinstance(name, str) or not name:
+        return None
+    path = Path(r["_path"]).parent / name
+    if not path.is_file():
+        warnings.warn(f"samples file {path} of {r['_path']} is missing; it is left out of the sample grid",
+                      stacklevel=4)
+        return None
+    try:
+        x, shape = _npz_head(path, "x", k)
+        labels, _ = _npz_head(path, "labels", k)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        warnings.warn(f"samples file {path} is unreadable ({e}); it is left out of the sample grid", stacklevel=4)
+        return None
+    if x is None or len(shape) != 4 or shape[1] not in (1, 3) or shape[0] < 1:
+        return None
+    return np.asarray(x, dtype=np.float64), None if labels is None else np.asarray(labels).reshape(-1)
+
+
+def _choose_samples(b: dict) -> dict | None:
+    """The grid's (NFE, seed, methods): the largest NFE budget at which the most methods saved image
+    samples, the smallest seed most of those share; methods in the table's order at that NFE."""
+    have: dict[tuple, dict] = {}  # (label, nfe, seed) -> result
+    for r in b["ok"]:
+        if r.get("samples_file"):
+            have[(_label(r), int(r["nfe_budget"]), int(r["seed"]))] = r
+    if not have:
+        return None
+    cover: dict[int, set] = {}
+    for label, nfe, _ in have:
+        cover.setdefault(nfe, set()).add(label)
+    nfe = max(cover, key=lambda n: (len(cover[n]), n))
+    seeds: dict[int, set] = {}
+    for label, n, s in have:
+        if n == nfe:
+            seeds.setdefault(s, set()).add(label)
+    seed = max(seeds, key=lambda s: (len(seeds[s]), -s))
+    order = [row["method"] for row in _ranked(b["rows"], b["primary"], b["higher"]) if row["nfe"] == nfe]
+    chosen = [(label, have[(label, nfe, seed)]) for label in order if (label, nfe, seed) in have]
+    images, names, files, labels, shape = [], [], [], None, None
+    for label, r in chosen:
+        got = _read_samples(r, SAMPLE_COLUMNS)
+        if got is None:
+            continue
+        x, y = got
+        if shape is not None and x.shape[1:] != shape[1:]:
+            warnings.warn(f"samples of {label} ({r['_path']}) have shape {x.shape[1:]}, the others "
+                          f"{shape[1:]}; left out of the sample grid", stacklevel=3)
+            continue
+        if labels is not None and y is not None and not np.array_equal(y[:len(labels)], labels[:len(y)]):
+            warnings.warn(f"samples of {label} ({r['_path']}) were drawn with other class labels than the other "
+                          f"methods' at the same seed and indices", stacklevel=3)
+        shape = x.shape if shape is None else (min(shape[0], x.shape[0]),) + shape[1:]
+        labels = y if labels is None else labels
+        images.append(x)
+        names.append(label)
+        files.append((Path(_rel(r, b["roots"])).parent / r["samples_file"]).as_posix())
+    if not images:
+        return None
+    k = shape[0]
+    return dict(file=f"{b['task']}_samples.png", nfe=nfe, seed=seed, indices=list(range(k)), methods=names,
+                files=files, labels=None if labels is None else [int(v) for v in labels[:k]],
+                grid=[x[:k] for x in images])
+
+
+def _samples_png(b: dict) -> bytes:
+    import matplotlib.style
+    s = b["samples"]
+    grid = s["grid"]
+    k, c, h, w = grid[0].shape
+    pad = max(1, h // 8)
+    mosaic = np.full((len(grid) * (h + pad) + pad, k * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, x in enumerate(grid):
+        img = np.clip(np.floor(127.5 * x + 128), 0, 255).astype(np.uint8)  # as EDM's generate.py writes PNGs
+        img = np.repeat(img, 3, axis=1) if c == 1 else img
+        for j in range(k):
+            y0, x0 = pad + i * (h + pad), pad + j * (w + pad)
+            mosaic[y0:y0 + h, x0:x0 + w] = img[j].transpose(1, 2, 0)
+    cell = max(0.55, min(1.0, h / 40))
+    with matplotlib.style.context("default"):
+        fig = _figure((1.9 + k * cell, 0.9 + len(grid) * cell))
+        ax = fig.add_subplot()
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_yticks([pad + i * (h + pad) + h / 2 - 0.5 for i in range(len(grid))])
+        ax.set_yticklabels(s["methods"], fontsize="small")
+        ax.set_xticks([pad + j * (w + pad) + w / 2 - 0.5 for j in range(k)])
+        ax.set_xticklabels([f"{j}" + ("" if s["labels"] is None else f"\ny={s['labels'][j]}") for j in range(k)],
+                           fontsize="x-small")
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(f"{b['task']}: NFE {s['nfe']}, seed {s['seed']}, sample indices {_seed_text(s['indices'])}",
+                     fontsize="small")
+        fig.tight_layout()
+        return _png(fig)
+
+
+# --- README -----------------------------------------------------------------------
+
+def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
+    lines = ["# Leaderboards", "",
+             "Generated by `python -m bench leaderboard --results leaderboards/results` from the result files in "
+             "[`results/`](results/) and the published numbers in [`reported.csv`](reported.csv); do not edit by "
+             "hand: rebuilding from the same files gives the same bytes.", "",
+             "Per task: the best **measured** method at each NFE budget by the task's primary metric (mean ± 95% "
+             "t-interval half-width over seeds), and beside it the best **reported** (published) number at that NFE "
+             "with its source. Reported numbers are never averaged with or ranked against measured ones; protocols "
+             "(P = measured, R = reported) are spelled out on each task's page.", "",
+             "| task | primary metric | measured rows | reported numbers | newest result |",
+             "|:--|:--|--:|--:|:--|"]
+    for b in boards:
+        n = b["newest"]
+        lines.append(f"| [{b['task']}](#{_anchor(b['task'])}) | {b['primary']} {_arrow(b['higher'], b['primary'])} | "
+                     f"{len(b['rows'])} | {len(b['reported'])} | "
+                     + ("—" if n is None else f"{n.get('created', 'unknown')}, git `{n.get('git_sha', 'unknown')}`")
+                     + " |")
+    lines.append("")
+    for b in boards:
+        task, primary, higher = b["task"], b["primary"], b["higher"]
+        lines += [f"## {task}", ""]
+        links = [f"full table: [{task}.md]({task}.md)"]
+        links += [f"[{f.upper() if f != 'tex' else 'LaTeX'}]({task}.{f})" for f in ("csv", "json", "tex") if f in formats]
+        if "png" in formats:
+            links.append(f"plot: [{task}.png]({task}.png)")
+            if b["samples"] is not None:
+                links.append(f"samples: [{b['samples']['file']}]({b['samples']['file']})")
+        lines.append(" · ".join(links))
+        lines.append("")
+        n = b["newest"]
+        version = f" (task version {b['version']})" if b["version"] is not None else ""
+        lines.append(f"Primary metric: **{primary}** ({'higher' if higher.get(primary, False) else 'lower'} is "
+                     f"better){version}. " + (
+                         f"Newest result behind it: {n.get('created', 'unknown')}, git `{n.get('git_sha', 'unknown')}`"
+                         + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "") + "."
+                         if n is not None else "No measured results yet: reported numbers only."))
+        lines.append("")
+        budgets = sorted(set(b["best"]) | {x for x in b["best_reported"] if x is not None})
+        if None in b["best_reported"]:
+            budgets.append(None)
+        if not budgets:
+            lines += ["No successful results.", ""]
+            continue
+        arrow = _arrow(higher, primary)
+        header = ["NFE", "best measured", f"{primary} {arrow}", "protocol"]
+        if b["reported"]:
+            header += ["best reported", f"{primary} {arrow} (reported)", "source"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["--:", ":--", "--:", ":--"] + ([":--", "--:", ":--"] if b["reported"] else []))
+                     + "|")
+        for nfe in budgets:
+            rows = b["best"].get(nfe, [])
+            if rows:
+                cells = [str(nfe), ", ".join(_md_text(r["method"]) for r in rows),
+                         f"{_md_num(rows[0]['mean'][primary])} ± {_md_num(rows[0]['ci'][primary])}",
+                         "; ".join(f"[{_row_protocol(r)}]({task}.md#protocols)" for r in rows)]
+            else:
+                cells = ["n/a" if nfe is None else str(nfe), "—", "—", "—"]
+            if b["reported"]:
+                rep = b["best_reported"].get(nfe, [])
+                cells += ([", ".join(_md_text(r["method"]) for r in rep), rep[0]["value_text"],
+                           "; ".join(sorted({_md_text(r["source"]) for r in rep}))] if rep else ["—", "—", "—"])
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).encode()
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation other than - and _ dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
 # --- building ---------------------------------------------------------------
 
-def build(results="results", out="leaderboards", task: str | None = None) -> list[Path]:
-    """Write ``<out>/<task>.csv``, ``.md`` and ``.png`` for every task with results
-    under ``results`` (a directory or a list of them), or only for ``task``; returns
-    the paths written."""
-    loaded = load_results(results)
+def build(results="results", out="leaderboards", task: str | None = None, *, formats=None,
+          reported=REPORTED_CSV) -> list[Path]:
+    """Write the leaderboard files (module docstring) under ``out`` for every task with results
+    under ``results`` (a directory or a list of them) or reported numbers, or only for ``task``;
+    ``formats`` restricts what is written (md, csv, json, latex, png); ``reported`` is the CSV of
+    published numbers (None: none). Returns the paths written."""
+    formats = parse_formats(formats)
+    out = Path(out)
     where = ", ".join(map(str, [results] if isinstance(results, (str, Path)) else results))
+    loaded, roots = _load(results)
     if not loaded:
         raise FileNotFoundError(f"no result files under {where}: produce some with "
                                 f"`python -m bench run --method edm --task gmm8 --out {where}`")
     by_task: dict[str, list[dict]] = {}
     for r in loaded:
+        r["_rel"] = _rel(r, roots)
         by_task.setdefault(str(r["task"]), []).append(r)
+    rep_by_task: dict[str, list[dict]] = {}
+    for r in load_reported(reported):
+        rep_by_task.setdefault(r["task"], []).append(r)
+    names = sorted(set(by_task) | set(rep_by_task))
     if task is not None:
-        name = task if task in by_task else task.rpartition("-v")[0]
-        if name not in by_task:
+        name = task if task in names else task.rpartition("-v")[0]
+        if name not in names:
             raise FileNotFoundError(f"no results for task {task} under {where} (tasks there: "
                                     f"{', '.join(sorted(by_task))}); produce some with "
                                     f"`python -m bench run --task {task} --out {where}`")
-        by_task = {name: by_task[name]}
+        names = [name]
         if name != task:
-            by_task[name] = [r for r in by_task[name] if f"{name}-v{r.get('task_version')}" == task]
-            if not by_task[name]:
+            by_task[name] = [r for r in by_task.get(name, []) if f"{name}-v{r.get('task_version')}" == task]
+            if not by_task[name] and not rep_by_task.get(name):
                 raise FileNotFoundError(f"no results for task {task} under {where} (other versions of {name} "
                                         f"only)")
-    out = Path(out)
+    boards = []
+    for name in names:
+        if name in RESERVED or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            warnings.warn(f"task name {name!r} cannot name leaderboard files (reserved or not a plain file name); "
+                          f"skipped", stacklevel=2)
+            continue
+        b = _board(name, by_task.get(name, []), rep_by_task.get(name, []), roots)
+        b["roots"] = roots
+        if "png" in formats or "md" in formats or "json" in formats:
+            b["samples"] = _choose_samples(b)
+        boards.append(b)
     written = []
-    for name in sorted(by_task):
-        rs = _one_version(name, by_task[name])
-        ok = _dedupe([r for r in rs if r["status"] == "ok"])
-        failed = _dedupe([r for r in rs if r["status"] != "ok"])
-        metrics = sorted({m for r in ok for m in r["metrics"]})
-        primary, higher = _task_info(name, metrics)
-        rows = _rows(ok, failed, metrics)
-        version = rs[0].get("task_version") if rs else None
-        files = [(out / f"{name}.csv", _csv_bytes(rows, metrics)),
-                 (out / f"{name}.md", _md_bytes(name, version, rows, metrics, primary, higher, ok, failed,
-                                                f"{name}.png")),
-                 (out / f"{name}.png", _png_bytes(name, rows, primary, higher))]
+    for b in boards:
+        name = b["task"]
+        files = []
+        if "md" in formats:
+            files.append((out / f"{name}.md", _md_bytes(b)))
+        if "csv" in formats:
+            files.append((out / f"{name}.csv", _csv_bytes(b)))
+        if "json" in formats:
+            files.append((out / f"{name}.json", _json_bytes(b)))
+        if "tex" in formats:
+            files.append((out / f"{name}.tex", _tex_bytes(b)))
+        if "png" in formats:
+            files.append((out / f"{name}.png", _png_bytes(b)))
+            if b["samples"] is not None:
+                files.append((out / b["samples"]["file"], _samples_png(b)))
         for path, data in files:
             atomic_write_bytes(path, data)
             written.append(path)
+    if task is None:
+        if "md" in formats:
+            path = out / "README.md"
+            atomic_write_bytes(path, _readme_bytes(boards, formats))
+            written.append(path)
+        _warn_stale(out, written, formats)
     return written
+
+
+def _warn_stale(out: Path, written: list[Path], formats: tuple[str, ...]):
+    """Outputs under ``out`` (top level only) that this build did not produce: a task without results
+    any more. Never deleted here; named so a person can."""
+    made = {p.name for p in written}
+    suffixes = {"md": ".md", "csv": ".csv", "json": ".json", "tex": ".tex", "png": ".png"}
+    stale = []
+    for p in sorted(out.iterdir()) if out.is_dir() else []:
+        if not p.is_file() or p.name in made or p.name.startswith(".") or p.stem in RESERVED:
+            continue
+        if any(p.suffix == suffixes[f] for f in formats):
+            if p.suffix == ".json" and not _is_generated(p):
+                continue
+            stale.append(p.name)
+    if stale:
+        warnings.warn(f"{out} holds file(s) this build did not write, e.g. of a task without results now: "
+                      f"{', '.join(stale)}; not removed", stacklevel=3)

@@ -80,8 +80,9 @@ def ci(values):
 
 def test_writes_only_the_task_asked_for(built):
     out = built["out"]
-    assert built["paths"] == [out / "gmm8.csv", out / "gmm8.md", out / "gmm8.png"]
-    assert sorted(p.name for p in out.iterdir()) == ["gmm8.csv", "gmm8.md", "gmm8.png"]
+    names = [f"gmm8.{e}" for e in ("md", "csv", "json", "tex", "png")]
+    assert built["paths"] == [out / n for n in names]  # no README: it indexes every task, built without --task
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
 
 def test_csv_means_and_intervals_by_hand(built):
@@ -175,8 +176,9 @@ def test_all_tasks_and_unknown_task(tmp_path):
         write(root, result("a", 5, seed, 2.0 + seed))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = build(root, tmp_path / "lb")
-    assert [p.name for p in paths] == ["gmm8.csv", "gmm8.md", "gmm8.png", "mytask.csv", "mytask.md", "mytask.png"]
+        paths = build(root, tmp_path / "lb", reported=None)
+    assert [p.name for p in paths] == [f"{t}.{e}" for t in ("gmm8", "mytask") for e in ("md", "csv", "json", "tex",
+                                                                                        "png")] + ["README.md"]
     assert any("mytask" in str(w.message) for w in caught)
     assert "Primary metric: **precision**" in (tmp_path / "lb" / "mytask.md").read_text()
 
@@ -192,10 +194,312 @@ def test_cli(tmp_path, capsys):
     from bench.cli import main
     write(tmp_path / "r", result("a", 5, 0, 1.0))
     assert main(["leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "lb")]) == 0
-    assert capsys.readouterr().out.split() == [str(tmp_path / "lb" / f"gmm8.{e}") for e in ("csv", "md", "png")]
+    printed = capsys.readouterr().out.split()
+    gmm8 = [str(tmp_path / "lb" / f"gmm8.{e}") for e in ("md", "csv", "json", "tex", "png")]
+    assert [p for p in printed if "gmm8" in p] == gmm8
+    assert str(tmp_path / "lb" / "cifar10.md") in printed  # reported numbers only: still a page
+    assert printed[-1] == str(tmp_path / "lb" / "README.md")
+    assert main(["leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "lb2"), "--task", "gmm8",
+                 "--format", "latex,csv"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "lb2" / f"gmm8.{e}") for e in ("csv", "tex")]
+    assert main(["leaderboard", "--results", str(tmp_path / "r"), "--format", "docx"]) == 2
+    assert "unknown leaderboard format" in capsys.readouterr().err
     assert main(["leaderboard", "--results", str(tmp_path / "none")]) == 2
     assert "python -m bench run" in capsys.readouterr().err
 
 
 def test_required_keys_are_all_written():
     assert all(k in result("a", 5, 0, 1.0) for k in REQUIRED)
+
+
+# --- reported rows, formats, index, pictures, determinism -------------------------------------------
+
+REPORTED_HEADER = "method,task,nfe,metric,value,protocol,source\n"
+
+
+def reported_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text(REPORTED_HEADER + "".join(line + "\n" for line in lines))
+    return path
+
+
+def image_result(label, nfe, seed, fid, root: Path, *, n=12, task="cifar10", shape=(3, 32, 32), samples=True,
+                 labels=True):
+    """A hand-made image result with its saved samples (x in [-1, 1], sample i keyed by seed and i only)."""
+    import numpy as np
+    r = result(label, nfe, seed, 0.0, task=task)
+    r["metrics"] = dict(fid=fid)
+    r["protocol"] = dict(n_samples=n, n_reference=0, reference_stats=dict(file="cifar10-32x32.npz", sha256="c" * 64),
+                         feature_extractor=dict(name="inception-v3-compat", weights="w.pth"),
+                         nfe_convention="measured denoiser evaluations per sample (final step counted)",
+                         eval_seeds=f"run seed {seed}, sample i from stream (seed, i)")
+    p = write(root, r)
+    if samples:
+        rng = np.random.default_rng(seed)
+        base = rng.uniform(-1, 1, size=(n, *shape))
+        x = np.clip(base + 0.1 * (hash(label) % 7) * np.sign(base), -1, 1).astype(np.float32)
+        arrays = dict(x=x) if not labels else dict(x=x, labels=rng.integers(0, 10, n))
+        np.savez_compressed(p.with_suffix(".npz"), **arrays)
+        r["samples_file"] = p.with_suffix(".npz").name
+        p.write_text(json.dumps(r, indent=1))
+    return p
+
+
+def build_quiet(*args, **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = build(*args, **kw)
+    return paths, [str(w.message) for w in caught]
+
+
+def md_table(md: str) -> tuple[list[str], list[list[str]]]:
+    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in table]
+    return cells[0], cells[1:]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """cifar10: measured results with samples (two methods share NFE 10, one also has NFE 20), a result
+    file of an older schema (no label, protocol, created) and the repository's reported numbers."""
+    import tasks.cifar10 as c10
+    root = tmp_path_factory.mktemp("img-results")
+    fids = {("heun", 10): [3.0, 3.5, 4.0], ("euler", 10): [5.0, 6.0, 7.0], ("heun", 20): [2.0, 2.1, 2.2]}
+    for (label, nfe), vals in fids.items():
+        for seed, v in enumerate(vals):
+            image_result(label, nfe, seed, v, root, samples=seed < 2)
+    old = dict(schema=0, method="legacy", task="cifar10", task_version=1, nfe_budget=10, seed=0, status="ok",
+               metrics=dict(fid=9.0), nfe=9.0)  # no label, protocol, created, fit cost, git sha
+    (root / "cifar10" / "legacy").mkdir(parents=True)
+    (root / "cifar10" / "legacy" / "nfe10_seed0.json").write_text(json.dumps(old))
+    write(root, result("a", 5, 0, 1.0))  # gmm8: another task in the same directory
+    mp = pytest.MonkeyPatch()
+    mp.setattr(c10.EDMImageTask, "seed_aggregate", "min", raising=False)  # EDM's min-over-seed-sets protocol
+    try:
+        out = tmp_path_factory.mktemp("img-lb")
+        paths, warned = build_quiet(root, out)
+        again = tmp_path_factory.mktemp("img-lb2")
+        paths2, _ = build_quiet(root, again)
+    finally:
+        mp.undo()
+    return dict(root=root, out=out, paths=paths, again=again, paths2=paths2, warnings=warned, fids=fids)
+
+
+def test_every_file_is_byte_identical_across_builds(images):
+    names = sorted(p.name for p in images["paths"])
+    assert names == sorted(p.name for p in images["paths2"])
+    for t in ("cifar10", "cifar10-cond", "imagenet64", "gmm8"):
+        assert {f"{t}.{e}" for e in ("md", "csv", "json", "tex", "png")} <= set(names), t
+    assert "cifar10_samples.png" in names and "README.md" in names and "gmm8_samples.png" not in names
+    for name in names:
+        assert (images["out"] / name).read_bytes() == (images["again"] / name).read_bytes(), name
+    assert sorted(p.name for p in images["out"].iterdir()) == names
+
+
+def test_rebuilding_in_place_changes_nothing_even_with_results_inside_out(images, tmp_path):
+    import shutil
+    out = tmp_path / "leaderboards"
+    shutil.copytree(images["root"], out / "results")
+    first, _ = build_quiet(out / "results", out)
+    before = {p.name: p.read_bytes() for p in first}
+    second, warned = build_quiet(out / "results", out)
+    assert {p.name: p.read_bytes() for p in second} == before
+    assert not [w for w in warned if "did not write" in w]
+    assert sorted(p.name for p in (out / "results").iterdir()) == ["cifar10", "gmm8"]  # results left alone
+    # results read from the output directory itself: the builder's own JSON files are not result files
+    third, warned = build_quiet(out, tmp_path / "elsewhere")
+    assert not [w for w in warned if "cifar10.json" in w or "gmm8.json" in w]
+    assert (tmp_path / "elsewhere" / "cifar10.csv").read_bytes() == before["cifar10.csv"]
+
+
+def test_old_schema_result_is_used_without_crashing(images):
+    rows = {(r["method"], r["nfe"]): r for r in csv.DictReader((images["out"] / "cifar10.csv").open())}
+    assert float(rows[("legacy", "10")]["fid_mean"]) == 9.0
+    assert "protocol not recorded" in rows[("legacy", "10")]["protocol"]
+
+
+def test_measured_image_rows_min_over_seeds_and_interval(images):
+    rows = {(r["method"], r["nfe"]): r for r in csv.DictReader((images["out"] / "cifar10.csv").open())
+            if r["kind"] == "measured"}
+    for (label, nfe), vals in images["fids"].items():
+        r = rows[(label, str(nfe))]
+        assert float(r["fid_mean"]) == pytest.approx(sum(vals) / 3, rel=1e-12)
+        assert float(r["fid_ci95"]) == pytest.approx(ci(vals), rel=1e-9)
+        assert float(r["fid_min"]) == min(vals)
+        assert r["seed_list"] == "0 1 2" and r["protocol_id"] == "P1"
+    md = (images["out"] / "cifar10.md").read_text()
+    header, body = md_table(md)
+    assert "fid min over seeds ↓" in header
+    heun = next(b for b in body if b[0] == "**heun**" and b[1] == "10")
+    assert heun[header.index("fid min over seeds ↓")] == "3"
+    assert heun[header.index("fid ↓")] == f"**3.5 ± {ci([3.0, 3.5, 4.0]):.4g}**"
+    assert heun[header.index("protocol")] == "P1, seeds 0-2"
+    assert "- **P1** (measured): n_samples = 12;" in md and "cifar10-32x32.npz" in md
+    assert "inception-v3-compat" in md and "final step counted" in md and "eval_seeds = run seed <seed>" in md
+
+
+def test_reported_rows_beside_measured_never_in_means_or_best(images):
+    out = images["out"]
+    md = (out / "cifar10.md").read_text()
+    header, body = md_table(md)
+    src = header.index("source")
+    edm = [b for b in body if b[0] == "EDM (Heun, 18 steps)"]
+    assert len(edm) == 1 and edm[0][1] == "35" and edm[0][header.index("fid ↓")] == "1.97"
+    assert edm[0][src] == "reported: Karras et al. 2022 (EDM), headline FID; references.md §1"
+    assert all(b[src] == "measured" or b[src].startswith("reported: ") for b in body)
+    # at NFE 10 the reported 2.38 (LD3) is better than every measured mean: still not bold, still after them
+    at10 = [b for b in body if b[1] == "10"]
+    assert [b[0] for b in at10[:3]] == ["**heun**", "euler", "legacy"]
+    assert all(not b[0].startswith("**") for b in at10[3:]) and any(b[0] == "LD3" for b in at10)
+    rows = list(csv.DictReader((out / "cifar10.csv").open()))
+    rep = [r for r in rows if r["kind"] == "reported"]
+    assert rep and all(r["fid_mean"] == "" and r["fid_ci95"] == "" and r["source"] for r in rep)
+    assert {r["reported_value"] for r in rep if r["nfe"] == "10"} >= {"2.38", "15.69", "16.57", "2.91", "2.85"}
+    js = json.loads((out / "cifar10.json").read_text())
+    assert {m["method"] for m in js["measured"]} == {"heun", "euler", "legacy"}
+    assert all(r["protocol"].startswith("R") and js["protocols"][r["protocol"]] for r in js["reported"])
+    irl = next(r for r in js["reported"] if r["method"] == "IRL sampler")
+    assert irl["nfe"] is None and "NFE" in js["protocols"][irl["protocol"]]
+
+
+def test_reported_only_task_page(images):
+    md = (images["out"] / "imagenet64.md").read_text()
+    assert "no measured results for this task yet" in md
+    header, body = md_table(md)
+    assert ("Restart (36 main steps, 5 restart intervals)", "203") in [(b[0], b[1]) for b in body]
+    assert all(b[header.index("source")].startswith("reported: ") for b in body)
+    assert "R1" in md and "## Protocols" in md
+
+
+def test_sample_grid_same_seed_and_indices_across_methods(images):
+    import matplotlib.image
+    js = json.loads((images["out"] / "cifar10.json").read_text())
+    s = js["samples"]
+    # NFE 10 is the budget both methods saved samples at (NFE 20: heun only); seed 0, indices 0..9
+    assert (s["nfe"], s["seed"], s["indices"]) == (10, 0, list(range(10)))
+    assert s["methods"] == ["heun", "euler"]  # ranked as in the table
+    assert s["files"] == ["cifar10/heun/nfe10_seed0.npz", "cifar10/euler/nfe10_seed0.npz"]
+    assert s["labels"] is not None and len(s["labels"]) == 10
+    md = (images["out"] / "cifar10.md").read_text()
+    assert "](cifar10_samples.png)" in md and "seed 0 at NFE 10" in md
+    img = matplotlib.image.imread(images["out"] / "cifar10_samples.png")
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 400
+
+
+def test_npz_head_reads_only_the_first_rows(tmp_path):
+    import numpy as np
+    from bench.leaderboard import _npz_head
+    x = np.random.default_rng(0).standard_normal((50, 1, 8, 8)).astype(np.float32)
+    np.savez_compressed(tmp_path / "s.npz", x=x, labels=np.arange(50))
+    head, shape = _npz_head(tmp_path / "s.npz", "x", 10)
+    assert shape == (50, 1, 8, 8) and np.array_equal(head, x[:10])
+    assert np.array_equal(_npz_head(tmp_path / "s.npz", "labels", 3)[0], [0, 1, 2])
+    assert _npz_head(tmp_path / "s.npz", "nope", 3) == (None, None)
+
+
+def test_broken_samples_warn_and_points_make_no_grid(tmp_path):
+    import numpy as np
+    root = tmp_path / "r"
+    image_result("heun", 10, 0, 3.0, root, task="digits", shape=(1, 8, 8), labels=False)
+    p = image_result("euler", 10, 0, 4.0, root, task="digits", shape=(1, 8, 8))
+    p.with_suffix(".npz").write_bytes(b"PK\x03\x04 truncated")
+    r = result("pts", 5, 0, 1.0)
+    r["samples_file"] = "nfe5_seed0.npz"
+    np.savez_compressed(write(root, r).with_suffix(".npz"), x=np.zeros((10, 2), np.float32))
+    paths, warned = build_quiet(root, tmp_path / "lb", reported=None)
+    names = {p.name for p in paths}
+    assert "digits_samples.png" in names and "gmm8_samples.png" not in names
+    assert any("unreadable" in w and "nfe10_seed0.npz" in w for w in warned)
+    s = json.loads((tmp_path / "lb" / "digits.json").read_text())["samples"]
+    assert s["methods"] == ["heun"] and s["labels"] is None
+
+
+def test_latex_is_booktabs_and_escaped(tmp_path):
+    root = tmp_path / "r"
+    for seed, v in enumerate([1.0, 2.0, 3.0]):
+        write(root, result("my_method", 5, seed, v))
+    rep = reported_csv(tmp_path / "rep.csv", ['A&B sampler,gmm8,5,w2,0.5,"100% of samples; NFE final step #counted",'
+                                              'Someone_2024 Table {1}'])
+    build_quiet(root, tmp_path / "lb", task="gmm8", reported=rep)
+    tex = (tmp_path / "lb" / "gmm8.tex").read_text()
+    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\end{table}"):
+        assert cmd in tex
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+    assert r"\textbf{my\_method}" in tex and r"$\mathbf{2 \pm " in tex
+    assert r"A\&B sampler" in tex and r"100\% of samples" in tex and r"\#counted" in tex
+    assert r"Someone\_2024 Table \{1\}" in tex and r"95\%" in tex
+    body = "\n".join(ln for ln in tex.splitlines() if not ln.startswith("%") and not ln.startswith(r"\label"))
+    import re
+    cells = body.replace(r"\\", "").replace(" & ", " ")  # row ends and column separators are LaTeX, not text
+    assert not re.search(r"(?<!\\)[_%&#]", cells), "unescaped special character"
+
+
+def test_json_round_trips_and_matches_csv(built):
+    text = (built["out"] / "gmm8.json").read_text()
+    obj = json.loads(text)
+    assert json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n" == text
+    assert obj["generated_by"] == "bench.leaderboard" and obj["primary_metric"] == "w2"
+    by = {(m["method"], m["nfe"]): m for m in obj["measured"]}
+    for (label, nfe), row in built["rows"].items():
+        m = by[(label, nfe)]
+        assert m["metrics"]["w2"]["mean"] == float(row["w2_mean"])
+        assert m["metrics"]["w2"]["ci95"] == (float(row["w2_ci95"]) if row["w2_ci95"] else None)
+        assert m["seeds"] == [int(s) for s in row["seed_list"].split()]
+    assert by[("fast", 5)]["best"] and not by[("slow", 5)]["best"]
+    assert obj["newest_result"]["git_sha"] == "b" * 40 and obj["newest_result"]["file"] == "gmm8/slow-rerun/nfe5_seed0.json"
+    assert obj["protocols"]["P1"]["reference"] == PROTOCOL["reference"]
+
+
+def test_readme_index_best_per_nfe_with_links_and_sha(tmp_path):
+    root = tmp_path / "r"
+    for seed in range(2):
+        write(root, result("a", 5, seed, 1.0 + seed, created=f"2026-03-0{seed + 1}T00:00:00+00:00", sha=f"{seed}" * 40))
+        write(root, result("b", 5, seed, 4.0 + seed))
+        write(root, result("b", 10, seed, 0.5 + seed))
+        o = result("oracle", 10, seed, 0.01)
+        o["nfe"] = 0.0  # true samples: the noise floor, never "best"
+        write(root, o)
+    rep = reported_csv(tmp_path / "rep.csv", ['Paper sampler,gmm8,5,w2,0.1,"n=1000, NFE final step counted",Paper 2025',
+                                              'Vague,gmm8,,w2,0.2,NFE not reported,Other 2024'])
+    build_quiet(root, tmp_path / "lb", reported=rep)
+    readme = (tmp_path / "lb" / "README.md").read_text()
+    assert "[gmm8.md](gmm8.md)" in readme and "[gmm8.png](gmm8.png)" in readme and "[LaTeX](gmm8.tex)" in readme
+    assert "2026-03-02T00:00:00+00:00" in readme and "1" * 40 in readme
+    header, body = md_table(readme.split("## gmm8")[1])
+    assert header[:4] == ["NFE", "best measured", "w2 ↓", "protocol"]
+    assert body[0][:3] == ["5", "a", f"1.5 ± {T975_1 * 0.5 / math.sqrt(2) * math.sqrt(2):.4g}"]
+    assert body[0][3] == "[P1, seeds 0, 1](gmm8.md#protocols)"
+    assert body[0][4:] == ["Paper sampler", "0.1", "Paper 2025"]  # beside, not instead
+    assert body[1][:2] == ["10", "b"]  # not the oracle
+    assert body[2][0] == "n/a" and body[2][1] == "—" and body[2][4] == "Vague"
+    md = (tmp_path / "lb" / "gmm8.md").read_text()
+    assert "| reported: Paper 2025 |" in md and "**R1** (reported): n=1000, NFE final step counted" in md
+
+
+T975_1 = 12.706204736174698  # Student t, 0.975 quantile, 1 degree of freedom
+
+
+def test_malformed_result_warns_and_is_skipped(tmp_path):
+    root = tmp_path / "r"
+    write(root, result("a", 5, 0, 1.0))
+    bad = result("a", 5, 1, 99.0)
+    bad["nfe_budget"] = "five"
+    write(root, bad, name="bad.json")
+    bad2 = result("a", 5, 2, 1.0)
+    bad2["metrics"] = dict(w2="lots", precision=0.9)
+    write(root, bad2, name="bad2.json")
+    paths, warned = build_quiet(root, tmp_path / "lb", task="gmm8", formats="csv")
+    assert [p.name for p in paths] == ["gmm8.csv"]
+    assert any("bad.json" in w and "nfe_budget" in w for w in warned)
+    assert any("bad2.json" in w and "w2" in w for w in warned)
+    row = next(csv.DictReader((tmp_path / "lb" / "gmm8.csv").open()))
+    assert row["w2_mean"] == "1.0" and row["seeds"] == "1"
+
+
+def test_reported_only_task_with_task_option(tmp_path):
+    write(tmp_path / "r", result("a", 5, 0, 1.0))
+    paths, _ = build_quiet(tmp_path / "r", tmp_path / "lb", task="cifar10")
+    assert [p.name for p in paths] == [f"cifar10.{e}" for e in ("md", "csv", "json", "tex", "png")]
+    md = (tmp_path / "lb" / "cifar10.md").read_text()
+    assert "| EDM (Heun, 18 steps) | 35 |" in md and "1.97" in md
+    with pytest.raises(FileNotFoundError, match="no results for task nope"):
+        build(tmp_path / "r", tmp_path / "lb", task="nope")
