@@ -52,7 +52,7 @@ import numpy as np
 from bench.io import atomic_write_bytes
 from bench.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.reported import load_reported
-from bench.results import load_results
+from bench.results import SCHEMA, load_results
 
 CI_LEVEL = 0.95
 FORMATS = ("md", "csv", "json", "tex", "png")
@@ -141,6 +141,11 @@ def _load(results) -> tuple[list[dict], list[Path]]:
         if problem:
             warnings.warn(f"skipping {r['_path']}: {problem}", stacklevel=3)
             continue
+        schema = r.get("schema", 0)
+        if not isinstance(schema, int) or schema < SCHEMA:
+            warnings.warn(f"{r['_path']} is a result file of an older schema ({schema!r}, now {SCHEMA}): used, as "
+                          f"it has every required field; what it lacks (e.g. protocol, label) shows as not recorded",
+                          stacklevel=3)
         good.append(r)
     return good, dirs
 
@@ -153,7 +158,7 @@ def _malformed(r: dict) -> str | None:
         try:
             if int(v) != float(v):
                 return f"{k} {v!r} is not an integer"
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return f"{k} {v!r} is not an integer"
     if not isinstance(r.get("task"), str) or not r["task"]:
         return f"task {r.get('task')!r} is not a name"
@@ -650,7 +655,8 @@ def _clean(obj):
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "§": r"\S{}", "—": "---", "–": "--",
-        "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$",
+        "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "×": r"$\times$", "≤": r"$\leq$",
+        "≥": r"$\geq$",
         "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 
@@ -960,7 +966,8 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
         task, primary, higher = b["task"], b["primary"], b["higher"]
         lines += [f"## {task}", ""]
         links = [f"full table: [{task}.md]({task}.md)"]
-        links += [f"[{f.upper() if f != 'tex' else 'LaTeX'}]({task}.{f})" for f in ("csv", "json", "tex") if f in formats]
+        links += [f"[{f.upper() if f != 'tex' else 'LaTeX'}]({task}.{f})" for f in ("csv", "json", "tex")
+                  if f in formats]
         if "png" in formats:
             links.append(f"plot: [{task}.png]({task}.png)")
             if b["samples"] is not None:

@@ -1,6 +1,7 @@
 """The harness: fit (cached), sample with measured NFE, score, write results."""
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -90,9 +91,18 @@ def _check_needs(method, task):
             raise Unsupported(f"method {method.name} needs a class-conditional task; {task.name} is unconditional")
 
 
+def fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a network's parameters and buffers: a cached fit is reused only with the same weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def _fit(method, task, denoiser, denoiser_name, nfe_budget, device, batch_size, progress, store, rank, world):
     key = dict(method=method.name, fit_version=method.fit_version, config=method.fit_key(), task=task.id,
-               denoiser=denoiser_name, nfe_budget=nfe_budget)
+               denoiser=denoiser_name, weights=fingerprint(denoiser), nfe_budget=nfe_budget)
     cached = store.load(key)
     if cached is None and rank == 0:
         denoiser.reset()

@@ -236,7 +236,7 @@ def image_result(label, nfe, seed, fid, root: Path, *, n=12, task="cifar10", sha
     if samples:
         rng = np.random.default_rng(seed)
         base = rng.uniform(-1, 1, size=(n, *shape))
-        x = np.clip(base + 0.1 * (hash(label) % 7) * np.sign(base), -1, 1).astype(np.float32)
+        x = np.clip(base + 0.1 * (len(label) % 7) * np.sign(base), -1, 1).astype(np.float32)
         arrays = dict(x=x) if not labels else dict(x=x, labels=rng.integers(0, 10, n))
         np.savez_compressed(p.with_suffix(".npz"), **arrays)
         r["samples_file"] = p.with_suffix(".npz").name
@@ -315,6 +315,7 @@ def test_old_schema_result_is_used_without_crashing(images):
     rows = {(r["method"], r["nfe"]): r for r in csv.DictReader((images["out"] / "cifar10.csv").open())}
     assert float(rows[("legacy", "10")]["fid_mean"]) == 9.0
     assert "protocol not recorded" in rows[("legacy", "10")]["protocol"]
+    assert any("legacy/nfe10_seed0.json is a result file of an older schema" in w for w in images["warnings"])
 
 
 def test_measured_image_rows_min_over_seeds_and_interval(images):
@@ -445,7 +446,8 @@ def test_json_round_trips_and_matches_csv(built):
         assert m["metrics"]["w2"]["ci95"] == (float(row["w2_ci95"]) if row["w2_ci95"] else None)
         assert m["seeds"] == [int(s) for s in row["seed_list"].split()]
     assert by[("fast", 5)]["best"] and not by[("slow", 5)]["best"]
-    assert obj["newest_result"]["git_sha"] == "b" * 40 and obj["newest_result"]["file"] == "gmm8/slow-rerun/nfe5_seed0.json"
+    assert obj["newest_result"]["git_sha"] == "b" * 40
+    assert obj["newest_result"]["file"] == "gmm8/slow-rerun/nfe5_seed0.json"
     assert obj["protocols"]["P1"]["reference"] == PROTOCOL["reference"]
 
 

@@ -182,12 +182,12 @@ def test_dxmi_sampler_starts_as_the_ancestral_sampler():
 
 
 def test_dxmi_end_to_end_caches_and_plots(tmp_path):
-    cfg = dict(iters=2, batch=32, tune_samples=100, width=16)
+    cfg = dict(iters=2, warmup=1, batch=32, tune_samples=100, width=16)
     kw = dict(nfe=4, out=tmp_path / "r", samples=200, progress=False, config=cfg, cache=tmp_path / "c")
     first = bench.run("dxmi", "gmm8", **kw)[0]
     assert first["status"] == "ok", first.get("error")
     assert first["nfe"] == 4 and first["budget_config"]["steps"] == 4
-    assert first["fit_cost"]["nfe"] == 2 * (32 * 4 + 32 * 4)  # rollout + the one-step losses
+    assert first["fit_cost"]["nfe"] == 2 * 32 * 4 + 32 * 4  # two rollouts + one sampler update (after warm-up)
     assert (tmp_path / "r" / "gmm8" / "dxmi" / "nfe4_seed0.training.png").exists()
     second = bench.run("dxmi", "gmm8", **kw)[0]
     assert second["fit_cost"]["reused"] and second["metrics"] == first["metrics"]
