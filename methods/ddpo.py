@@ -146,7 +146,6 @@ class DDPO(Method):
             raise ValueError(f"ddpo reward must be auto, logprob or disc, not {c['reward']!r}")
         if not 0 < c["eta"] <= 1:
             raise ValueError(f"ddpo needs a stochastic sampler: eta in (0, 1], got {c['eta']}")
-        self.task = task
         self.tensors, self.meta, self._net, self.disc = None, None, None, None
 
     # -- budget ---------------------------------------------------------------------------

@@ -240,3 +240,13 @@ def test_qlearning_end_to_end_counts_only_policy_evaluations(tmp_path):
     assert (tmp_path / "r" / "gmm8" / "qlearning" / "nfe4_seed0.training.png").exists()
     again = bench.run("qlearning", "gmm8", **kw)[0]
     assert again["fit_cost"]["reused"] and again["metrics"] == r["metrics"]
+
+
+def test_qlearning_is_for_vector_tasks_only():
+    from types import SimpleNamespace
+
+    from methods.qlearning import QLearning
+    with pytest.raises(ValueError, match="toy"):
+        QLearning(SimpleNamespace(name="digits", shape=(1, 8, 8)))
+    with pytest.raises(bench.method.BudgetError):
+        QLearning().describe_budget(1)
