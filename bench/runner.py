@@ -80,6 +80,27 @@ class FitContext:
     def progress_iter(self, items, desc):
         return tqdm(items, desc=desc, leave=False, disable=not self.progress)
 
+    def search(self, method, candidates, n: int, desc: str):
+        """Score each candidate configuration (a dict the method samples with, set as
+        ``method.chosen``) by the task's primary metric against ``n`` tuning samples,
+        from fit seeds. Returns (best candidate, table of every candidate's score)."""
+        task, metric = self.task, self.task.primary_metric
+        ref_x, ref_labels = self.tuning(n)
+        table = []
+        for cand in self.progress_iter(candidates, desc):
+            method.chosen = cand
+            x, labels = self.generate(method.sample, n)
+            score = task.metrics(x, labels, ref_x, ref_labels, names=[metric])[metric]
+            table.append(dict(cand, score=score if math.isfinite(score) else None))
+        scored = [row for row in table if row["score"] is not None]
+        if not scored:
+            raise FloatingPointError(f"every candidate gave a non-finite {metric}")
+        best = scored[0]
+        for row in scored[1:]:
+            if task.better(metric, row["score"], best["score"]):
+                best = row
+        return {k: v for k, v in best.items() if k != "score"}, table
+
 
 def _check_needs(method, task):
     for need in method.needs:

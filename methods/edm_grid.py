@@ -8,7 +8,6 @@ tuning split; the best point is then evaluated like any other method.
 S_churn = 0 makes the window and S_noise irrelevant, so it is evaluated once.
 """
 import itertools
-import math
 
 from bench.method import Artifact, SolverMethod
 from bench.registry import register_method
@@ -33,22 +32,8 @@ class EDMGrid(SolverMethod):
         return points
 
     def fit(self, ctx):
-        task = ctx.task
-        n = self.config["tune_samples"]
-        ref_x, ref_labels = ctx.tuning(n)
-        table = []
-        for point in ctx.progress_iter(self.grid(), f"edm-grid nfe={ctx.nfe_budget}"):
-            self.chosen = point
-            x, labels = ctx.generate(self.sample, n)
-            score = task.metrics(x, labels, ref_x, ref_labels, names=[task.primary_metric])[task.primary_metric]
-            table.append(dict(point, score=score if math.isfinite(score) else None))
-        scored = [row for row in table if row["score"] is not None]
-        best = scored[0]
-        for row in scored[1:]:
-            if task.better(task.primary_metric, row["score"], best["score"]):
-                best = row
-        return Artifact(meta=dict(best={k: best[k] for k in self.grid()[0]}, metric=task.primary_metric,
-                                  grid=table))
+        best, table = ctx.search(self, self.grid(), self.config["tune_samples"], f"edm-grid nfe={ctx.nfe_budget}")
+        return Artifact(meta=dict(best=best, metric=ctx.task.primary_metric, grid=table))
 
     def load(self, artifact):
         self.chosen = {k: float(v) for k, v in artifact.meta["best"].items()}

@@ -118,23 +118,11 @@ class Restart(Method):
         return out
 
     def fit(self, ctx):
-        task = ctx.task
-        n = self.config["tune_samples"]
-        ref_x, ref_labels = ctx.tuning(n)
-        table = []
-        for cand in ctx.progress_iter(self.candidates(ctx.nfe_budget), f"restart search nfe={ctx.nfe_budget}"):
+        candidates = self.candidates(ctx.nfe_budget)
+        for cand in candidates:
             self._check(ctx.denoiser, cand)
-            self.chosen = cand
-            x, labels = ctx.generate(self.sample, n)
-            score = task.metrics(x, labels, ref_x, ref_labels, names=[task.primary_metric])[task.primary_metric]
-            table.append(dict(cand, score=score if math.isfinite(score) else None))
-        scored = [r for r in table if r["score"] is not None]
-        best = scored[0]
-        for r in scored[1:]:
-            if task.better(task.primary_metric, r["score"], best["score"]):
-                best = r
-        return Artifact(meta=dict(best=dict(steps=best["steps"], intervals=best["intervals"]), grid=table,
-                                  metric=task.primary_metric))
+        best, table = ctx.search(self, candidates, self.config["tune_samples"], f"restart nfe={ctx.nfe_budget}")
+        return Artifact(meta=dict(best=best, grid=table, metric=ctx.task.primary_metric))
 
     def load(self, artifact):
         self.chosen = artifact.meta["best"]

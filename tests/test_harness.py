@@ -176,22 +176,10 @@ def test_fit_is_cached_and_reused(tmp_path):
     assert first["budget_config"]["chosen"] == second["budget_config"]["chosen"]
 
 
-def test_methods_that_tune_need_tuning_data(tmp_path):
-    from bench.task import Task, Unsupported
-
-    class NoTuning(Task):
-        name = "no-tuning"
-        shape = (2,)
-
-        def denoisers(self):
-            return dict(exact=lambda: bench.get_task("gmm8").exact_denoiser())
-
-    registry._TASKS["no-tuning"] = NoTuning
-    try:
-        with pytest.raises(Unsupported, match="no tuning split"):
-            bench.run("edm-grid", "no-tuning", nfe=7, out=tmp_path, **SMALL)
-    finally:
-        del registry._TASKS["no-tuning"]
+def test_methods_that_tune_need_tuning_data(tmp_path, no_tuning_task):
+    from bench.task import Unsupported
+    with pytest.raises(Unsupported, match="no tuning split"):
+        bench.run("edm-grid", no_tuning_task, nfe=7, out=tmp_path, **SMALL)
 
 
 def test_a_new_method_is_one_file_with_a_decorator(tmp_path):

@@ -168,25 +168,11 @@ def test_irl_trains_saves_and_reloads_to_identical_samples(tmp_path):
     assert meta["extras"] == ["nfe7_seed0.actions.png"]
 
 
-def test_irl_bad_input(tmp_path):
+def test_irl_bad_input(tmp_path, no_tuning_task):
     with pytest.raises(ValueError, match="unknown divergence 'kl'"):
         bench.get_method("irl", bench.get_task("gmm8"), divergence="kl")
     with pytest.raises(BudgetError, match="cannot fit NFE budget 9"):
         bench.run("irl", "gmm8", nfe=9, out=tmp_path, samples=10, progress=False,
                   config=dict(renoise=True, reserve=0))
-    from bench import registry
-    from bench.task import Task
-
-    class NoTuning(Task):
-        name = "no-tuning"
-        shape = (2,)
-
-        def denoisers(self):
-            return dict(exact=lambda: bench.get_task("gmm8").exact_denoiser())
-
-    registry._TASKS["no-tuning"] = NoTuning
-    try:
-        with pytest.raises(Unsupported, match="no tuning split"):
-            bench.run("irl", "no-tuning", nfe=9, out=tmp_path, samples=10, progress=False)
-    finally:
-        del registry._TASKS["no-tuning"]
+    with pytest.raises(Unsupported, match="no tuning split"):
+        bench.run("irl", no_tuning_task, nfe=9, out=tmp_path, samples=10, progress=False)
