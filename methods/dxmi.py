@@ -17,17 +17,18 @@ with a learnable per-step noise level ``sigma_t``::
 ``s_{t+1} sqrt(s_t^2 - s_{t+1}^2) / s_t`` and, for the last step, ``sigma_min``.
 NFE = T; at evaluation every step draws its noise from the sample's own stream.
 
-Losses (``gamma`` = 1, ``tau1`` = 0.1, ``tau2`` = 0.01; D = the data dimension):
+Losses (``gamma`` = 1, ``tau1`` = 0.1, ``tau2`` = 0.01; ``|.|^2`` averaged over dimensions, as the
+authors' code does):
 
 - EBM: ``mean E(x_data) - mean E(x_T) + gamma (mean E(x_data)^2 + mean E(x_T)^2)``.
 - Value V(x, t) (cost to go from x at step t; ``V(x, T) := E(x)``), TD backward over the steps
-  with targets ``V(x_{t+1}, t+1) + tau2 |x_{t+1} - x_t|^2 / (2 beta_t) - tau1 D log sigma_t``
-  (running cost; ``D log sigma_t`` is the step's Gaussian entropy up to a constant;
+  with targets ``V(x_{t+1}, t+1) + tau2 |x_{t+1} - x_t|^2 / (2 beta_t) - tau1 log sigma_t``
+  (running cost; ``log sigma_t`` is the step's Gaussian entropy per dimension up to a constant;
   ``beta_t = s_t^2 - s_{t+1}^2``, the variance the forward process adds between the two
   levels -- our reading of the paper's beta_t, which keeps every step's cost O(D)), on the
   states of a rollout, MSE, the targets from the current networks, detached.
 - Sampler: for each step the reparameterised one-step loss
-  ``V(x_{t+1}(theta), t+1) + tau2 |x_{t+1}(theta) - x_t|^2 / (2 beta_t) - tau1 D log sigma_t``
+  ``V(x_{t+1}(theta), t+1) + tau2 |x_{t+1}(theta) - x_t|^2 / (2 beta_t) - tau1 log sigma_t``
   with ``x_t`` from the rollout (detached) and the rollout's ``eps_t``: no back-propagation
   through time.
 
@@ -63,11 +64,11 @@ def ebm_loss(e_data, e_sample, gamma: float = 1.0):
 
 
 def running_cost(x_next, x, beta_t, sigma_t, tau1: float, tau2: float):
-    """``tau2 |x_{t+1} - x_t|^2 / (2 beta_t) - tau1 D log sigma_t`` per sample."""
-    d = x[0].numel()
-    sq = ((x_next - x) ** 2).reshape(x.shape[0], -1).sum(1)
+    """``tau2 |x_{t+1} - x_t|^2 / (2 beta_t) - tau1 log sigma_t`` per sample, the square
+    averaged over dimensions."""
+    sq = ((x_next - x) ** 2).reshape(x.shape[0], -1).mean(1)
     sigma_t = torch.as_tensor(sigma_t, dtype=sq.dtype)
-    return tau2 * sq / (2 * float(beta_t)) - tau1 * d * sigma_t.log()
+    return tau2 * sq / (2 * float(beta_t)) - tau1 * sigma_t.log()
 
 
 def td_targets(v_next, x_next, x, beta_t, sigma_t, tau1: float, tau2: float):
@@ -122,9 +123,9 @@ class DxMI(Method):
     needs = ("tuning",)
     has_fit = True
     fit_version = 1
-    defaults = dict(rho=7.0, iters=200, batch=256, lr=1e-4, std_lr=1e-2, ebm_lr=1e-3, value_lr=1e-3,
-                    value_steps=1, warmup=50, gamma=1.0, tau1=0.1, tau2=0.01, width=128, layers="all", tune_samples=5000,
-                    grad_clip=1.0, loss_limit=1e8, seed=0)
+    defaults = dict(rho=7.0, iters=300, batch=256, lr=1e-5, std_lr=1e-2, ebm_lr=1e-3, value_lr=1e-3,
+                    value_steps=1, warmup=100, gamma=1.0, tau1=0.1, tau2=0.01, width=128, layers="all",
+                    tune_samples=5000, grad_clip=0.1, loss_limit=1e8, seed=0)
 
     def __init__(self, task=None, **config):
         super().__init__(task=task, **config)

@@ -153,8 +153,8 @@ class QLearning(Method):
         # a per-step offset, started at the policy's cumulative entropy bonus theta*H(pi) Delta (exact
         # for the constant part of J), so the network only learns the state-dependent rest
         d = den.shape[0]
-        bonus = [c["theta"] * d / 2 * (1 + math.log(2 * math.pi * c["theta"] / sig[k] ** 2)) * (sig[k] ** 2 - sig[k + 1] ** 2)
-                 for k in range(K)]
+        bonus = [c["theta"] * d / 2 * (1 + math.log(2 * math.pi * c["theta"] / sig[k] ** 2))
+                 * (sig[k] ** 2 - sig[k + 1] ** 2) for k in range(K)]
         offset = torch.nn.Parameter(torch.tensor([sum(bonus[k:]) for k in range(K)], dtype=torch.float64))
         opt_a = torch.optim.Adam(net.parameters(), lr=c["lr"])
         opt_c = torch.optim.Adam([dict(params=critic.parameters()), dict(params=[offset], lr=10 * c["critic_lr"])],
@@ -163,7 +163,8 @@ class QLearning(Method):
         real = real.double()
         th, b = c["theta"], c["batch"]
         if c["beta"] and not hasattr(task, "log_prob"):
-            raise ValueError(f"qlearning's terminal reward (beta > 0) needs the task's log-density; {task.name} has none")
+            raise ValueError(f"qlearning's terminal reward (beta > 0) needs the task's log-density; "
+                             f"{task.name} has none")
 
         def J(x, k):
             if k == K:

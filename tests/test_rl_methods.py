@@ -161,9 +161,9 @@ def test_dxmi_td_targets_match_a_hand_computation():
     v_next = torch.tensor([1.0, -2.0], dtype=torch.float64)
     x = torch.zeros(2, 2, dtype=torch.float64)
     x_next = torch.tensor([[1.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
-    # V' + tau2 |dx|^2 / (2 beta) - tau1 D log sigma, with beta 2, sigma e, tau1 0.1, tau2 0.01, D 2
+    # V' + tau2 mean_d(dx^2) / (2 beta) - tau1 log sigma, with beta 2, sigma e, tau1 0.1, tau2 0.01
     got = td_targets(v_next, x_next, x, 2.0, math.e, tau1=0.1, tau2=0.01)
-    torch.testing.assert_close(got, torch.tensor([1 + 0.01 * 5 / 4 - 0.2, -2 - 0.2], dtype=torch.float64))
+    torch.testing.assert_close(got, torch.tensor([1 + 0.01 * 2.5 / 4 - 0.1, -2 - 0.1], dtype=torch.float64))
 
 
 def test_dxmi_sampler_starts_as_the_ancestral_sampler():
