@@ -257,7 +257,8 @@ class EDMImageTask(Task):
         return self._check_images(x), self._labels(y)
 
     def _split(self, which, n, seed):
-        raise NotImplementedError
+        """(images, labels) of split ``which``; each dataset family (CIFAR-10, ImageNet-64) defines it."""
+        raise TypeError(f"{type(self).__name__} must define _split()")
 
     # metrics -------------------------------------------------------------------------------------
     def metrics(self, x, labels, ref_x, ref_labels, seed=0, names=None):
