@@ -25,14 +25,27 @@ against base-sampler samples; those samples count in the fit's NFE). ``reward="d
 forces the discriminator.
 
 Learning: per iteration, ``batch`` trajectories from the current copy; advantages are
-the rewards normalised over the batch (per class on conditional tasks; a class with a
-single sample falls back to the batch statistics), clipped to +-``adv_clip``.
+the rewards normalised, then clipped to +-``adv_clip``. Unconditional tasks: over the
+batch. Conditional tasks: per class, by DDPO's per-prompt statistics tracker with the
+class as the prompt (:class:`ClassStats`): each class keeps its ``buffer`` most recent
+rewards, the batch's rewards of that class are appended first, then normalised by the
+mean/std of that buffer, or by the whole batch's mean/std while the buffer holds fewer
+than ``buffer_min`` rewards. ``buffer=0`` uses the per-class statistics of the batch
+alone (a class with a single sample falls back to the batch statistics).
 ``variant="sf"`` (DDPO-SF): one gradient step on ``-mean(A * log p)`` over all steps.
 ``variant="is"`` (DDPO-IS): PPO's clipped surrogate on the ratio to the sampling-time
 log-probabilities, ``inner_epochs`` passes over minibatches of ``minibatch`` trajectories.
 Adam, gradient-norm clip ``grad_clip``. ``layers="all"`` trains every weight (toy and
-digits networks); a list of parameter-name substrings trains only those (for the EDM
-networks: chosen layers). Only the trained tensors are stored in the artifact.
+digits networks); a list of parameter-name substrings trains only those.
+``lora_rank > 0`` trains low-rank adapters instead (``bench.lora``; the paper fine-tunes
+Stable Diffusion through LoRA): ``layers`` then names the linear/conv layers to adapt
+("all": every one), their weights stay frozen, and only the adapters (rank
+``lora_rank``, scale ``lora_alpha / lora_rank``; ``lora_alpha=0``: scale 1) learn; the
+copy samples with the adapters merged into its weights. Presets for the EDM image tasks
+(cifar10, cifar10-cond, imagenet64) adapt, at rank 4, the attention layers (``qkv``,
+``proj``) and the output convolution (SongUNet's ``aux_conv``, DhariwalUNet's
+``out_conv``), so few tensors train: a small optimiser state and artifact. Only the
+trained tensors (``net.*``, or ``lora.*`` for adapters) are stored in the artifact.
 
 Costs: every evaluation of the copy (rollouts and the log-probability recomputation of
 each update) is charged to the harness's counter and so appears in the fit's NFE; at
@@ -40,9 +53,11 @@ sampling time the copy's evaluations are counted exactly as the base denoiser's.
 Divergence: a non-finite loss or reward, or a reward beyond ``reward_limit``, raises
 ``methods._common.TrainingDiverged``; no artifact is written.
 
-Ours (not in the paper): the per-batch (not running-buffer) per-class statistics; the
-toy defaults (lr 1e-4, clip range 0.05, minibatch 64) instead of the paper's Stable
-Diffusion ones (LoRA lr 3e-4, clip range 1e-4).
+Ours (not in the paper): the class standing in for the prompt in the reward statistics,
+and the ``buffer=0`` per-batch statistics option; LoRA on EDM networks, the choice of
+adapted layers and the rank of the EDM presets; the toy defaults (lr 1e-4, clip range
+0.05, minibatch 64) instead of the paper's Stable Diffusion ones (LoRA lr 3e-4, clip
+range 1e-4).
 """
 from __future__ import annotations
 
@@ -53,12 +68,16 @@ import torch
 
 from bench import discriminator as disc_lib
 from bench import sampling
+from bench.lora import add_lora, adapted_layers, load_lora, lora_state, merge_lora
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
 from methods._common import Charged, TrainingDiverged, check_finite, curve_png, gaussian_logprob, unwrap
 
-__all__ = ["DDPO", "step_coeffs", "rollout", "step_logprobs", "normalise_advantages", "ppo_loss",
-           "TrainingDiverged"]
+__all__ = ["DDPO", "ClassStats", "step_coeffs", "rollout", "step_logprobs", "normalise_advantages",
+           "ppo_loss", "TrainingDiverged"]
+
+#: the layers the EDM image presets adapt: attention (qkv, output projection) and the output conv
+EDM_LORA_LAYERS = ["qkv", "proj", "aux_conv", "out_conv"]
 
 
 def step_coeffs(s, s_next, eta: float = 1.0):
@@ -117,6 +136,38 @@ def normalise_advantages(reward, labels=None, clip: float = 5.0):
     return adv.clamp(-clip, clip)
 
 
+class ClassStats:
+    """DDPO's per-prompt reward statistics, with the class label as the prompt.
+
+    State: ``recent[k]``, the at most ``buffer`` most recent rewards of class ``k`` (oldest
+    first). :meth:`advantages` appends each class's rewards of the batch (in batch order)
+    to its buffer, then normalises them with the mean and std (ddof 0) of the buffer, or of
+    the whole batch while the buffer holds fewer than ``min_count`` rewards."""
+
+    def __init__(self, buffer: int = 16, min_count: int = 16, eps: float = 1e-6):
+        if buffer < 1:
+            raise ValueError(f"ClassStats needs a buffer of at least 1 reward, got {buffer}")
+        self.buffer, self.min_count, self.eps = int(buffer), int(min_count), float(eps)
+        self.recent: dict[int, list[float]] = {}
+
+    def advantages(self, reward, labels):
+        r = torch.as_tensor(reward).detach().to(torch.float64).cpu().reshape(-1)
+        labels = torch.as_tensor(labels).cpu().reshape(-1)
+        batch_mean, batch_std = r.mean(), r.std(unbiased=False)
+        adv = torch.empty_like(r)
+        for k in labels.unique().tolist():
+            m = labels == k
+            kept = (self.recent.get(k, []) + r[m].tolist())[-self.buffer:]
+            self.recent[k] = kept
+            if len(kept) < self.min_count:
+                mean, std = batch_mean, batch_std
+            else:
+                t = torch.tensor(kept, dtype=torch.float64)
+                mean, std = t.mean(), t.std(unbiased=False)
+            adv[m] = (r[m] - mean) / (std + self.eps)
+        return adv
+
+
 def ppo_loss(lp, old_lp, adv, clip: float):
     """DDPO-IS: ``mean(max(-A ratio, -A clip(ratio, 1-eps, 1+eps)))`` with ``ratio =
     exp(lp - old_lp)``; ``lp``/``old_lp`` are ``[steps, batch]``, ``adv`` ``[batch]``.
@@ -131,11 +182,14 @@ class DDPO(Method):
     description = "DDPO (Black et al. 2023): fine-tunes a copy of the denoiser by policy gradient on a reward"
     needs = ("tuning",)
     has_fit = True
-    fit_version = 1
+    fit_version = 2  # 2: running per-class reward buffer; LoRA
     defaults = dict(variant="is", eta=1.0, rho=7.0, reward="auto", iters=60, batch=256, minibatch=64,
                     inner_epochs=1, lr=1e-4, ppo_clip=0.05, adv_clip=5.0, grad_clip=1.0, layers="all",
+                    lora_rank=0, lora_alpha=0.0, buffer=16, buffer_min=16,
                     reward_limit=1e6, tune_samples=2000, disc_steps=1000, disc_batch=512, disc_lr=1e-3,
                     disc_width=128, seed=0)
+    presets = {task: dict(lora_rank=4, layers=list(EDM_LORA_LAYERS))
+               for task in ("cifar10", "cifar10-cond", "imagenet64")}
 
     def __init__(self, task=None, **config):
         super().__init__(task=task, **config)
@@ -146,6 +200,12 @@ class DDPO(Method):
             raise ValueError(f"ddpo reward must be auto, logprob or disc, not {c['reward']!r}")
         if not 0 < c["eta"] <= 1:
             raise ValueError(f"ddpo needs a stochastic sampler: eta in (0, 1], got {c['eta']}")
+        if int(c["lora_rank"]) != c["lora_rank"] or c["lora_rank"] < 0:
+            raise ValueError(f"ddpo lora_rank must be 0 (off) or a positive integer, got {c['lora_rank']}")
+        if c["buffer"] < 0 or (c["buffer"] and not 1 <= c["buffer_min"] <= c["buffer"]):
+            raise ValueError(f"ddpo buffer must be >= 0 and buffer_min in [1, buffer], got buffer={c['buffer']}, "
+                             f"buffer_min={c['buffer_min']}")
+        self.lora = None
         self.tensors, self.meta, self._net, self.disc = None, None, None, None
 
     # -- budget ---------------------------------------------------------------------------
@@ -186,6 +246,12 @@ class DDPO(Method):
             raise ValueError(f"ddpo layers={layers!r} matches no parameter of the denoiser")
         return names
 
+    def _lora_spec(self):
+        c = self.config
+        layers = c["layers"]
+        return dict(rank=int(c["lora_rank"]), alpha=float(c["lora_alpha"] or c["lora_rank"]),
+                    targets=layers if layers == "all" else ([layers] if isinstance(layers, str) else list(layers)))
+
     def _copy(self, denoiser, device=None):
         net = copy.deepcopy(unwrap(denoiser))
         if device is not None:
@@ -219,11 +285,17 @@ class DDPO(Method):
             meta["disc"] = self.disc.config
             tensors.update({f"disc.{k}": v for k, v in self.disc.state_dict().items()})
         net = self._copy(den, ctx.device)
-        names = self._select(net)
+        if c["lora_rank"]:
+            spec = self._lora_spec()
+            names = add_lora(net, spec["targets"], rank=spec["rank"], alpha=spec["alpha"], seed=c["seed"])
+            meta.update(lora=spec, adapted=list(adapted_layers(net)))
+        else:
+            names = self._select(net)
         params = dict(net.named_parameters())
         trainable = [params[n] for n in names]
         for p in trainable:
             p.requires_grad_(True)
+        stats = ClassStats(c["buffer"], c["buffer_min"]) if task.num_classes and c["buffer"] else None
         model = Charged(den, net)
         opt = torch.optim.Adam(trainable, lr=c["lr"])
         history = []
@@ -236,7 +308,10 @@ class DDPO(Method):
                                                 record=True)
             r = self.reward(task, final, labels)
             check_finite("ddpo", "reward", r, it, c["reward_limit"])
-            adv = normalise_advantages(r, None if labels is None else labels.cpu(), c["adv_clip"]).to(ctx.device)
+            if stats is not None:
+                adv = stats.advantages(r, labels.cpu()).clamp(-c["adv_clip"], c["adv_clip"]).to(ctx.device)
+            else:
+                adv = normalise_advantages(r, None if labels is None else labels.cpu(), c["adv_clip"]).to(ctx.device)
             losses, ratios, clipped = [], [], []
             if c["variant"] == "sf":
                 batches = [[None]]
@@ -266,12 +341,17 @@ class DDPO(Method):
                                 **(dict(ratio=sum(ratios) / len(ratios), clip_frac=sum(clipped) / len(clipped))
                                    if ratios else {})))
         meta.update(history=history, layers=names)
-        tensors.update({f"net.{n}": params[n].detach().clone() for n in names})
+        if c["lora_rank"]:
+            tensors.update({f"lora.{n}": v for n, v in lora_state(net).items()})
+        else:
+            tensors.update({f"net.{n}": params[n].detach().clone() for n in names})
         return Artifact(meta=meta, tensors=tensors)
 
     def load(self, artifact):
         self.meta = artifact.meta
         self.tensors = {k[4:]: v for k, v in artifact.tensors.items() if k.startswith("net.")}
+        self.lora = ({k[5:]: v for k, v in artifact.tensors.items() if k.startswith("lora.")}
+                     if "lora" in artifact.meta else None)
         self._net = None
         if "disc" in artifact.meta:
             self.disc = disc_lib.build(artifact.meta["disc"])
@@ -282,6 +362,13 @@ class DDPO(Method):
         """The fine-tuned copy of ``denoiser`` (built once from the artifact's tensors)."""
         if self._net is None:
             net = self._copy(denoiser)
+            if self.lora is not None:  # adapters rebuilt from the artifact, then merged for speed
+                spec = self.meta["lora"]
+                try:
+                    load_lora(net, self.lora, targets=spec["targets"], rank=spec["rank"], alpha=spec["alpha"])
+                except ValueError as e:
+                    raise ValueError(f"ddpo artifact does not fit this denoiser: {e}") from None
+                merge_lora(net)
             missing = set(self.tensors) - set(dict(net.named_parameters()))
             if missing:
                 raise ValueError(f"ddpo artifact does not fit this denoiser (unknown tensors {sorted(missing)[:3]})")

@@ -21,3 +21,13 @@ def no_tuning_task():
     registry._TASKS["no-tuning"] = NoTuning
     yield "no-tuning"
     del registry._TASKS["no-tuning"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread (intra-op threads only contend on a loaded machine)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

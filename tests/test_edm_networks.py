@@ -30,13 +30,7 @@ TINY_NCSNPP = dict(NCSNPP, **TINY_SONG)
 TINY_ADM = dict(ADM, model_channels=64, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (intra-op threads only contend on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def on_meta(cls, **kw):

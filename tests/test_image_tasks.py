@@ -41,12 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_FE = "bench-test-tiny-fe"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def closed_port() -> int:
