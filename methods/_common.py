@@ -79,8 +79,10 @@ def gaussian_logprob(x, mean, std):
     return lp.reshape(x.shape[0], -1).mean(1)
 
 
-def curve_png(path, history: list, keys=("reward",), title: str = "", xlabel: str = "iteration"):
-    """One panel per key of ``history`` (a list of dicts) against the iteration."""
+def curve_png(path, history: list, keys=("reward",), title: str = "", xlabel: str = "iteration",
+              refs: dict | None = None):
+    """One panel per key of ``history`` (a list of dicts) against the iteration; ``refs`` maps
+    a key to ``(value, label)``, drawn as a dashed reference line in its panel."""
     from matplotlib.figure import Figure
 
     from bench.plots import save
@@ -92,5 +94,8 @@ def curve_png(path, history: list, keys=("reward",), title: str = "", xlabel: st
         ax.set_xlabel(xlabel)
         ax.set_ylabel(k)
         ax.set_title(f"{title} {k}".strip())
+        if refs and k in refs:
+            ax.axhline(refs[k][0], color="k", ls="--", lw=1, label=refs[k][1])
+            ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     save(fig, path)

@@ -50,6 +50,10 @@ trained tensors (``net.*``, or ``lora.*`` for adapters) are stored in the artifa
 Costs: every evaluation of the copy (rollouts and the log-probability recomputation of
 each update) is charged to the harness's counter and so appears in the fit's NFE; at
 sampling time the copy's evaluations are counted exactly as the base denoiser's.
+The artifact's ``reward_data`` is the mean reward of the tuning data itself, the dashed line
+of the reward curve written beside each result: a reward climbing far past it means the
+policy exploits the reward (a fixed discriminator's logit is unbounded) rather than
+matching the data.
 Divergence: a non-finite loss or reward, or a reward beyond ``reward_limit``, raises
 ``methods._common.TrainingDiverged``; no artifact is written.
 
@@ -270,8 +274,8 @@ class DDPO(Method):
         mode = self.reward_mode(task)
         meta = dict(reward=mode, steps=int(ctx.nfe_budget))
         tensors = {}
+        real, real_labels = ctx.tuning(c["tune_samples"])
         if mode == "disc":
-            real, _ = ctx.tuning(c["tune_samples"])
 
             def base(d, x, *, nfe_budget, class_labels=None, noise=None):
                 return rollout(d, x, sig.to(x.device), eta=c["eta"], class_labels=class_labels, noise=noise)
@@ -284,6 +288,9 @@ class DDPO(Method):
             self.disc.eval().requires_grad_(False)
             meta["disc"] = self.disc.config
             tensors.update({f"disc.{k}": v for k, v in self.disc.state_dict().items()})
+        # the reward of the tuning data itself: a policy whose reward climbs far past it is
+        # exploiting the reward (a fixed discriminator's logit is unbounded), not matching the data
+        meta["reward_data"] = self.reward(task, real.to(ctx.device), real_labels).mean().item()
         net = self._copy(den, ctx.device)
         if c["lora_rank"]:
             spec = self._lora_spec()
@@ -387,5 +394,7 @@ class DDPO(Method):
         if not self.meta or not self.meta.get("history"):
             return []
         path = result_path.with_suffix(".reward.png")
-        curve_png(path, self.meta["history"], keys=("reward", "loss"), title=f"ddpo ({self.meta['reward']})")
+        refs = {"reward": (self.meta["reward_data"], "tuning data")} if "reward_data" in self.meta else {}
+        curve_png(path, self.meta["history"], keys=("reward", "loss"), title=f"ddpo ({self.meta['reward']})",
+                  refs=refs)
         return [path.name]

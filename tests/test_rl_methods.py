@@ -1,6 +1,7 @@
 """ddpo, dxmi, qlearning: exact log-probabilities, PPO ratio, EBM/TD losses, end to end, divergence."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +94,10 @@ def test_ddpo_end_to_end_caches_and_plots(tmp_path):
     assert json.loads(open(first["path"]).read())["extras"] == ["nfe5_seed0.reward.png"]
     second = bench.run("ddpo", "gmm8", **kw)[0]
     assert second["fit_cost"]["reused"] and second["metrics"] == first["metrics"]
+    meta = json.loads((Path(first["fit_cost"]["artifact_path"]) / "meta.json").read_text())["meta"]
+    task = bench.get_task("gmm8")
+    real, _ = task.sample_tuning(2000, 0)  # the reward's reference line: the tuning data's own reward
+    assert meta["reward_data"] == pytest.approx(float(task.log_prob(real.double().numpy()).mean()), rel=1e-9)
     after = bench.get_task("gmm8").denoiser("learned").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
