@@ -186,7 +186,7 @@ class DDPO(Method):
     description = "DDPO (Black et al. 2023): fine-tunes a copy of the denoiser by policy gradient on a reward"
     needs = ("tuning",)
     has_fit = True
-    fit_version = 2  # 2: running per-class reward buffer; LoRA
+    fit_version = 3  # 2: running per-class reward buffer, LoRA; 3: reward_data
     defaults = dict(variant="is", eta=1.0, rho=7.0, reward="auto", iters=60, batch=256, minibatch=64,
                     inner_epochs=1, lr=1e-4, ppo_clip=0.05, adv_clip=5.0, grad_clip=1.0, layers="all",
                     lora_rank=0, lora_alpha=0.0, buffer=16, buffer_min=16,
