@@ -773,9 +773,10 @@ def _png_bytes(b: dict) -> bytes:
         budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs} | {r["nfe"] for rs in rep.values()
                                                                                  for r in rs})
         log_y = bool(means) and all(v > 0 for v in means)
-        colors = [f"C{i}" for i in range(10)]
+        # 20 colours and 8 markers cycling together: no two of the first 40 lines look alike
+        colors = [matplotlib.colormaps["tab20"](k) for k in range(20)]
         markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
-        style = lambda i: dict(color=colors[i % 10], marker=markers[(i // 10) % len(markers)])  # noqa: E731
+        style = lambda i: dict(color=colors[i % 20], marker=markers[i % len(markers)])  # noqa: E731
         for i, label in enumerate(sorted(by_label)):
             rs = sorted(by_label[label], key=lambda r: r["nfe"])
             x = np.array([r["nfe"] for r in rs], dtype=float)
