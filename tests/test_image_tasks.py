@@ -542,6 +542,7 @@ def test_wrong_checkpoint_or_stats_are_refused(offline, checkpoints, ref_stats, 
         bench.get_task("gmm8", checkpoint="x")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile file is meant to be odd
 def test_feature_extractor_weights_are_checked_and_passed_on(offline, ref_stats, tiny_fe, tmp_path):
     good = tmp_path / "w.pth"
     torch.save({"proj": torch.zeros(12, 6)}, good)
