@@ -11,6 +11,8 @@ Not a method (the leading underscore keeps the registry from importing it as one
   sampling) counts those evaluations exactly as it counts the base denoiser's.
 - :func:`gaussian_logprob`: per-sample log-density of an isotropic Gaussian step,
   averaged over dimensions (DDPO's convention).
+- :func:`ppo_loss`: PPO's clipped surrogate (``ddpo``'s DDPO-IS, ``irl``'s ``ppo_clip``).
+- :func:`select_params`: the parameter names a ``layers`` setting picks for training.
 - :func:`curve_png`: a training curve (e.g. mean reward per iteration) beside a result.
 """
 from __future__ import annotations
@@ -69,6 +71,23 @@ class Charged(Denoiser):
         for c in self._counters:
             c.rows += x.shape[0]
         return self.net(x, sigma, class_labels)
+
+
+def ppo_loss(lp, old_lp, adv, clip: float):
+    """PPO's clipped surrogate ``mean(max(-A ratio, -A clip(ratio, 1-eps, 1+eps)))`` with
+    ``ratio = exp(lp - old_lp)``; ``adv`` broadcasts against ``lp``. Returns (loss, ratio)."""
+    ratio = (lp - old_lp).exp()
+    a = adv.to(lp.dtype)
+    return torch.max(-a * ratio, -a * ratio.clamp(1 - clip, 1 + clip)).mean(), ratio
+
+
+def select_params(net, layers, method: str) -> list[str]:
+    """Names of ``net``'s parameters that ``layers`` picks: "all", or parameter-name substrings."""
+    subs = None if layers == "all" else ([layers] if isinstance(layers, str) else list(layers))
+    names = [n for n, _ in net.named_parameters() if subs is None or any(s in n for s in subs)]
+    if not names:
+        raise ValueError(f"{method} layers={layers!r} matches no parameter of the denoiser")
+    return names
 
 
 def gaussian_logprob(x, mean, std):

@@ -75,7 +75,8 @@ from bench import sampling
 from bench.lora import add_lora, adapted_layers, load_lora, lora_state, merge_lora
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
-from methods._common import Charged, TrainingDiverged, check_finite, curve_png, gaussian_logprob, unwrap
+from methods._common import (Charged, TrainingDiverged, check_finite, curve_png, gaussian_logprob, ppo_loss,
+                             select_params, unwrap)
 
 __all__ = ["DDPO", "ClassStats", "step_coeffs", "rollout", "step_logprobs", "normalise_advantages",
            "ppo_loss", "TrainingDiverged"]
@@ -172,15 +173,6 @@ class ClassStats:
         return adv
 
 
-def ppo_loss(lp, old_lp, adv, clip: float):
-    """DDPO-IS: ``mean(max(-A ratio, -A clip(ratio, 1-eps, 1+eps)))`` with ``ratio =
-    exp(lp - old_lp)``; ``lp``/``old_lp`` are ``[steps, batch]``, ``adv`` ``[batch]``.
-    Returns (loss, ratio)."""
-    ratio = (lp - old_lp).exp()
-    a = adv[None].to(lp.dtype)
-    return torch.max(-a * ratio, -a * ratio.clamp(1 - clip, 1 + clip)).mean(), ratio
-
-
 @register_method("ddpo")
 class DDPO(Method):
     description = "DDPO (Black et al. 2023): fine-tunes a copy of the denoiser by policy gradient on a reward"
@@ -242,14 +234,6 @@ class DDPO(Method):
             return self.disc.to(x.device)(x.float(), s).double().cpu()
 
     # -- the trainable copy ---------------------------------------------------------------
-    def _select(self, net):
-        layers = self.config["layers"]
-        names = [n for n, _ in net.named_parameters()
-                 if layers == "all" or any(sub in n for sub in ([layers] if isinstance(layers, str) else layers))]
-        if not names:
-            raise ValueError(f"ddpo layers={layers!r} matches no parameter of the denoiser")
-        return names
-
     def _lora_spec(self):
         c = self.config
         layers = c["layers"]
@@ -297,7 +281,7 @@ class DDPO(Method):
             names = add_lora(net, spec["targets"], rank=spec["rank"], alpha=spec["alpha"], seed=c["seed"])
             meta.update(lora=spec, adapted=list(adapted_layers(net)))
         else:
-            names = self._select(net)
+            names = select_params(net, c["layers"], "ddpo")
         params = dict(net.named_parameters())
         trainable = [params[n] for n in names]
         for p in trainable:
@@ -332,7 +316,7 @@ class DDPO(Method):
                         loss = -(a[None] * lp).mean()
                     else:
                         old = old_lp if rows is None else old_lp[:, rows.to(old_lp.device)]
-                        loss, ratio = ppo_loss(lp, old, a, c["ppo_clip"])
+                        loss, ratio = ppo_loss(lp, old, a[None], c["ppo_clip"])  # DDPO-IS
                         ratios.append(ratio.detach().mean().item())
                         clipped.append(((ratio.detach() - 1).abs() > c["ppo_clip"]).double().mean().item())
                     check_finite("ddpo", "loss", loss, it)

@@ -64,7 +64,7 @@ from bench import discriminator as disc_lib
 from bench import sampling
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
-from methods._common import Charged, check_finite, curve_png, unwrap
+from methods._common import Charged, check_finite, curve_png, select_params, unwrap
 
 __all__ = ["DxMI", "ebm_loss", "td_targets", "running_cost", "Sampler"]
 
@@ -161,21 +161,13 @@ class DxMI(Method):
         sampler = Sampler(net, self._schedule(denoiser, nfe_budget), denoiser.sigma_min)
         return sampler.to(device) if device is not None else sampler
 
-    def _trainable(self, sampler):
-        layers = self.config["layers"]
-        subs = None if layers == "all" else ([layers] if isinstance(layers, str) else list(layers))
-        names = [n for n, _ in sampler.net.named_parameters() if subs is None or any(s in n for s in subs)]
-        if not names:
-            raise ValueError(f"dxmi layers={layers!r} matches no parameter of the denoiser")
-        return names
-
     def fit(self, ctx):
         c = self.config
         torch.manual_seed(c["seed"])
         g = torch.Generator().manual_seed(c["seed"])
         task, den, dev = ctx.task, ctx.denoiser, ctx.device
         sampler = self._build(den, ctx.nfe_budget, dev)
-        names = self._trainable(sampler)
+        names = select_params(sampler.net, c["layers"], "dxmi")
         params = dict(sampler.net.named_parameters())
         for n in names:
             params[n].requires_grad_(True)

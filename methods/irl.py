@@ -48,6 +48,7 @@ from bench import sampling
 from bench.denoiser import Guided
 from bench.method import Artifact, BudgetError, Method, steps_for
 from bench.registry import register_method
+from methods._common import ppo_loss
 
 REWARDS = {
     "fkl": lambda logit: logit.exp(),
@@ -90,8 +91,7 @@ def policy_loss(lp, old_lp, adv, clip: float = 0.0):
     """REINFORCE (-A log pi), or PPO's clipped surrogate when ``clip`` > 0 (ratio to the
     policy that sampled the actions)."""
     if clip > 0:
-        ratio = (lp - old_lp).exp()
-        return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+        return ppo_loss(lp, old_lp, adv, clip)[0]
     return -(adv * lp).mean()
 
 

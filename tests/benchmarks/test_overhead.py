@@ -5,6 +5,8 @@ Run with ``python -m pytest -m perf tests/benchmarks``. The harness path is
 float64 state, NFE counting; the bare path calls the denoiser 35 times on a
 batch of the same size. Target: at most 5% overhead.
 """
+import time
+
 import pytest
 import torch
 
@@ -49,7 +51,6 @@ def test_through_harness(benchmark, setup):
 def test_overhead_ratio_interleaved(benchmark, setup):
     """The two paths alternated in one loop, so the machine's drift hits both alike; the ratio of
     their minimum times is recorded in ``extra_info`` and held to the 5% target."""
-    import time
     task, net, method = setup
     counted = CountingDenoiser(net)
     x = torch.randn(N, 2)
