@@ -12,6 +12,7 @@ from bench import fidelity
 from bench.denoiser import Guided
 from bench.toynet import load_denoiser, load_weights, save_denoiser, sha256
 from tasks import digits
+from tolerance import reorder_atol
 
 EVAL_ACCURACY = 0.9975  # measured: 399 of the 400 evaluation images (classifier seed 0)
 
@@ -149,8 +150,11 @@ def test_torch_fidelity_registration_and_features():
     net = digits.load_classifier()
     with torch.no_grad():
         direct = net.features(fidelity.from_uint8(fidelity.to_uint8(x))[:, :1])
-        assert torch.allclose(got["features"], direct, atol=1e-5)
-        assert torch.allclose(got["logits"], net(fidelity.from_uint8(fidelity.to_uint8(x))[:, :1]), atol=1e-5)
+        # the same float32 network on other batch sizes: the sums of its four layers (9, 288, 576
+        # and 1024 products) may be ordered differently
+        logits = net(fidelity.from_uint8(fidelity.to_uint8(x))[:, :1])
+        torch.testing.assert_close(got["features"], direct, rtol=0, atol=reorder_atol(1897, direct.abs()))
+        torch.testing.assert_close(got["logits"], logits, rtol=0, atol=reorder_atol(1897 + 64, logits.abs()))
         assert torch.allclose(got["features"], net.features(x), atol=1e-2 * direct.abs().max())  # uint8 rounding
     assert got["features"].shape == (400, 64)
     # our metrics equal torch-fidelity's calculate_metrics with the registered extractor (equal set sizes)
