@@ -1,8 +1,8 @@
 """Registries of tasks and methods.
 
 A task or a method is one module with one decorator. The modules of the
-project's own ``tasks`` and ``methods`` packages are imported on the first
-lookup; third-party packages register through the entry-point groups
+suite's own ``bench.tasks`` and ``bench.methods`` packages (the folders
+``tasks/`` and ``methods/``) are imported on the first lookup; third-party packages register through the entry-point groups
 ``bench.tasks`` and ``bench.methods`` (each entry point names a module to
 import, whose decorators do the registering).
 """
@@ -46,7 +46,7 @@ def _load_builtin():
     if _loaded:
         return
     _loaded = True
-    for pkg_name in ("tasks", "methods"):
+    for pkg_name in ("bench.tasks", "bench.methods"):
         pkg = importlib.import_module(pkg_name)
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):

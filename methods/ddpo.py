@@ -55,7 +55,7 @@ of the reward curve written beside each result: a reward climbing far past it me
 policy exploits the reward (a fixed discriminator's logit is unbounded) rather than
 matching the data.
 Divergence: a non-finite loss or reward, or a reward beyond ``reward_limit``, raises
-``methods._common.TrainingDiverged``; no artifact is written.
+``bench.methods._common.TrainingDiverged``; no artifact is written.
 
 Ours (not in the paper): the class standing in for the prompt in the reward statistics,
 and the ``buffer=0`` per-batch statistics option; LoRA on EDM networks, the choice of
@@ -75,7 +75,7 @@ from bench import sampling
 from bench.lora import add_lora, adapted_layers, load_lora, lora_state, merge_lora
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
-from methods._common import (Charged, TrainingDiverged, check_finite, curve_png, gaussian_logprob, ppo_loss,
+from ._common import (Charged, TrainingDiverged, check_finite, curve_png, gaussian_logprob, ppo_loss,
                              select_params, unwrap)
 
 __all__ = ["DDPO", "ClassStats", "step_coeffs", "rollout", "step_logprobs", "normalise_advantages",

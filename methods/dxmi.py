@@ -64,7 +64,7 @@ from bench import discriminator as disc_lib
 from bench import sampling
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
-from methods._common import Charged, check_finite, curve_png, select_params, unwrap
+from ._common import Charged, check_finite, curve_png, select_params, unwrap
 
 __all__ = ["DxMI", "ebm_loss", "td_targets", "running_cost", "Sampler"]
 

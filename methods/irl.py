@@ -48,7 +48,7 @@ from bench import sampling
 from bench.denoiser import Guided
 from bench.method import Artifact, BudgetError, Method, steps_for
 from bench.registry import register_method
-from methods._common import ppo_loss
+from ._common import ppo_loss
 
 REWARDS = {
     "fkl": lambda logit: logit.exp(),

@@ -57,7 +57,7 @@ from bench.denoiser import EDMPrecond
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
 from bench.toynet import MLPNet
-from methods._common import Charged, check_finite, curve_png
+from ._common import Charged, check_finite, curve_png
 
 __all__ = ["QLearning", "ratio_score", "q_value", "td_errors", "step_noise"]
 

@@ -11,7 +11,7 @@ import bench
 from bench import fidelity
 from bench.denoiser import Guided
 from bench.toynet import load_denoiser, load_weights, save_denoiser, sha256
-from tasks import digits
+from bench.tasks import digits
 from tolerance import reorder_atol
 
 EVAL_ACCURACY = 0.9975  # measured: 399 of the 400 evaluation images (classifier seed 0)

@@ -261,7 +261,7 @@ def md_table(md: str) -> tuple[list[str], list[list[str]]]:
 def images(tmp_path_factory):
     """cifar10: measured results with samples (two methods share NFE 10, one also has NFE 20), a result
     file of an older schema (no label, protocol, created) and the repository's reported numbers."""
-    import tasks.cifar10 as c10
+    from bench.tasks import cifar10 as c10
     root = tmp_path_factory.mktemp("img-results")
     fids = {("heun", 10): [3.0, 3.5, 4.0], ("euler", 10): [5.0, 6.0, 7.0], ("heun", 20): [2.0, 2.1, 2.2]}
     for (label, nfe), vals in fids.items():

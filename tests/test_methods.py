@@ -11,8 +11,8 @@ from bench.denoiser import CountingDenoiser, EDMPrecond
 from bench.method import BudgetError
 from bench.task import Unsupported
 from bench.toynet import MLPNet
-from methods.irl import IRLSampler, Policy, advantages, policy_loss
-from methods.restart import Restart, restart_nfe
+from bench.methods.irl import IRLSampler, Policy, advantages, policy_loss
+from bench.methods.restart import Restart, restart_nfe
 
 
 def tiny_net():

@@ -10,8 +10,8 @@ import bench
 from bench.denoiser import CountingDenoiser, EDMPrecond
 from bench.runner import FitContext
 from bench.toynet import MLPNet
-from methods._common import Charged, TrainingDiverged, check_finite
-from methods.ddpo import DDPO, normalise_advantages, ppo_loss, rollout, step_coeffs, step_logprobs
+from bench.methods._common import Charged, TrainingDiverged, check_finite
+from bench.methods.ddpo import DDPO, normalise_advantages, ppo_loss, rollout, step_coeffs, step_logprobs
 
 
 def tiny_net(seed=0):
@@ -151,7 +151,7 @@ def test_charged_counts_on_every_wrapper():
 
 # -- dxmi -------------------------------------------------------------------------------
 def test_dxmi_ebm_loss_matches_a_hand_computation():
-    from methods.dxmi import ebm_loss
+    from bench.methods.dxmi import ebm_loss
     e_data, e_samp = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 2.0])
     # mean E(data) - mean E(sample) + gamma (mean E(data)^2 + mean E(sample)^2) = 2 - 1 + gamma (5 + 2)
     assert ebm_loss(e_data, e_samp, 1.0).item() == pytest.approx(8.0)
@@ -159,7 +159,7 @@ def test_dxmi_ebm_loss_matches_a_hand_computation():
 
 
 def test_dxmi_td_targets_match_a_hand_computation():
-    from methods.dxmi import td_targets
+    from bench.methods.dxmi import td_targets
     v_next = torch.tensor([1.0, -2.0], dtype=torch.float64)
     x = torch.zeros(2, 2, dtype=torch.float64)
     x_next = torch.tensor([[1.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
@@ -169,7 +169,7 @@ def test_dxmi_td_targets_match_a_hand_computation():
 
 
 def test_dxmi_sampler_starts_as_the_ancestral_sampler():
-    from methods.dxmi import Sampler
+    from bench.methods.dxmi import Sampler
     net = tiny_net()
     sig = bench.sampling.karras_sigmas(4, 0.002, 80.0)
     s = Sampler(net, sig, 0.002)
@@ -196,7 +196,7 @@ def test_dxmi_end_to_end_caches_and_plots(tmp_path):
 
 
 def test_dxmi_divergence_stops_with_a_clear_message(monkeypatch):
-    import methods.dxmi as dxmi
+    from bench.methods import dxmi as dxmi
     monkeypatch.setattr(dxmi, "ebm_loss", lambda *a, **k: torch.tensor(math.inf, requires_grad=True))
     with pytest.raises(TrainingDiverged, match="EBM loss became inf at iteration 0"):
         dxmi.DxMI(bench.get_task("gmm8"), iters=1, batch=8, tune_samples=16, width=8).fit(tiny_ctx(nfe=3))
@@ -206,7 +206,7 @@ def test_dxmi_divergence_stops_with_a_clear_message(monkeypatch):
 
 # -- qlearning --------------------------------------------------------------------------
 def test_qlearning_ratio_estimator_by_hand_and_against_the_exact_score():
-    from methods.qlearning import ratio_score
+    from bench.methods.qlearning import ratio_score
     data = torch.tensor([[0.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
     x = torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
     w = math.exp(-2) / (1 + math.exp(-2))  # weight of (2, 0) seen from (0, 0) at sigma 1
@@ -219,7 +219,7 @@ def test_qlearning_ratio_estimator_by_hand_and_against_the_exact_score():
 
 
 def test_qlearning_q_is_theta_log_of_the_known_covariance_gaussian_policy():
-    from methods.qlearning import q_value, td_errors
+    from bench.methods.qlearning import q_value, td_errors
     g = torch.Generator().manual_seed(0)
     a, mu = torch.randn(5, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
     s, th = 0.7, 0.05
@@ -247,7 +247,7 @@ def test_qlearning_end_to_end_counts_only_policy_evaluations(tmp_path):
 def test_qlearning_is_for_vector_tasks_only():
     from types import SimpleNamespace
 
-    from methods.qlearning import QLearning
+    from bench.methods.qlearning import QLearning
     with pytest.raises(ValueError, match="toy"):
         QLearning(SimpleNamespace(name="digits", shape=(1, 8, 8)))
     with pytest.raises(bench.method.BudgetError):
@@ -256,7 +256,7 @@ def test_qlearning_is_for_vector_tasks_only():
 
 # -- ddpo: running per-class reward statistics, LoRA ------------------------------------
 def test_ddpo_class_stats_running_buffer_by_hand():
-    from methods.ddpo import ClassStats
+    from bench.methods.ddpo import ClassStats
     stats = ClassStats(buffer=3, min_count=3, eps=0.0)
     pop_std = lambda v: math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v))  # noqa: E731
     # batch 1: class 0 gets [1, 2, 4] (3 rewards: its own statistics); class 1 only [10] (the batch's)
@@ -277,7 +277,7 @@ def test_ddpo_class_stats_running_buffer_by_hand():
 
 
 def test_ddpo_fit_uses_the_running_buffer_on_conditional_tasks_only(monkeypatch):
-    import methods.ddpo as ddpo
+    from bench.methods import ddpo as ddpo
     calls = []
     orig = ddpo.ClassStats.advantages
     monkeypatch.setattr(ddpo.ClassStats, "advantages", lambda self, r, lab: calls.append(len(r)) or orig(self, r, lab))
