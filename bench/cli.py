@@ -1,4 +1,7 @@
-"""Command line: ``python -m bench {run,list,leaderboard,train-denoiser,train-classifier,convert}``."""
+"""Command line: ``python -m bench {run,list,leaderboard,train-denoiser,train-classifier,convert}``.
+
+Every mistake in the input is one line on stderr and exit code 2, before any work starts.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +14,22 @@ from bench.fetch import FetchError
 from bench.method import BudgetError
 from bench.registry import UnknownNameError
 from bench.task import Unsupported
+
+USER_ERRORS = (UnknownNameError, BudgetError, Unsupported, ValueError, PermissionError, FileNotFoundError,
+               FileExistsError, IsADirectoryError, NotADirectoryError, FetchError, pickle.UnpicklingError)
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, unless it has none worth showing or the help says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+            shown = action.default
+            if isinstance(shown, list) and all(isinstance(v, int) for v in shown):
+                shown = ",".join(map(str, shown))
+            text += f" (default: {shown})"
+        return text
 
 
 def parse_ints(text: str, what: str) -> list[int]:
@@ -35,71 +54,121 @@ def parse_ints(text: str, what: str) -> list[int]:
     return out
 
 
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return v
+
+
 def parse_setting(text: str):
-    if "=" not in text:
+    """``key=value``: the value as JSON (numbers, true/false, lists, quoted strings), else as a
+    plain string (``solver=euler``); ``inf`` is infinity."""
+    k, eq, v = text.partition("=")
+    k = k.strip()
+    if not eq or not k:
         raise argparse.ArgumentTypeError(f"malformed setting {text!r}: use key=value, e.g. s_churn=10")
-    k, v = text.split("=", 1)
     try:
         return k, json.loads(v)
     except ValueError:
-        return k, {"inf": float("inf")}.get(v, v)
+        return k, {"inf": float("inf"), "-inf": float("-inf")}.get(v.strip(), v)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=Formatter)
     sub = p.add_subparsers(dest="cmd")
 
-    r = sub.add_parser("run", help="run a method on a task")
-    r.add_argument("--method", default="edm")
-    r.add_argument("--task", default="gmm8")
-    r.add_argument("--nfe", type=lambda s: parse_ints(s, "NFE list"), default=[5, 10, 20, 35])
-    r.add_argument("--seeds", type=lambda s: parse_ints(s, "seed range"), default=[0, 1, 2])
-    r.add_argument("--samples", type=int, default=None, help="samples per run (default: the task's)")
-    r.add_argument("--out", default="results")
-    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    r.add_argument("--save-samples", action="store_true")
+    r = sub.add_parser("run", help="run a method on a task", formatter_class=Formatter,
+                       description="Run a method on a task for every NFE budget and seed; one result file each. "
+                                   "A rerun skips the results already written with the same configuration.")
+    r.add_argument("--method", default="edm", help="the method (`python -m bench list` shows them)")
+    r.add_argument("--task", default="gmm8", help="the task, optionally versioned as NAME-vN (`python -m bench list`)")
+    r.add_argument("--nfe", type=lambda s: parse_ints(s, "NFE list"), default=[5, 10, 20, 35],
+                   help="NFE budgets (denoiser evaluations per sample): a list, ranges like 5-8 too")
+    r.add_argument("--seeds", type=lambda s: parse_ints(s, "seed range"), default=[0, 1, 2],
+                   help="evaluation seeds: each a fresh set of initial noise")
+    r.add_argument("--samples", type=positive_int, default=None, help="samples per run (default: the task's)")
+    r.add_argument("--out", default="results", help="the folder result files go to (OUT/TASK/LABEL/...)")
+    r.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
+    r.add_argument("--save-samples", action="store_true", help="keep the samples, an .npz beside each result")
     r.add_argument("--denoiser", default=None, help="which of the task's denoisers (default: its first)")
     r.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[],
-                   metavar="KEY=VALUE", help="a method setting (repeatable)")
-    r.add_argument("--label", default=None, help="the name the results go under (default: the method)")
-    r.add_argument("--batch-size", type=int, default=10_000)
-    r.add_argument("--checkpoint", default=None, help="the task's network: an EDM .pkl or a converted .safetensors")
-    r.add_argument("--ref-stats", default=None, help="reference statistics npz (mu, sigma) for FID")
-    r.add_argument("--data", default=None, help="the task's dataset (folder, archive or zip)")
-    r.add_argument("--no-progress", action="store_true")
+                   metavar="KEY=VALUE", help="a method setting, repeatable (the method's docstring lists them)")
+    r.add_argument("--label", default=None, help="the name the results go under (default: the method's)")
+    r.add_argument("--batch-size", type=positive_int, default=10_000, help="samples per denoiser batch")
+    r.add_argument("--checkpoint", default=None,
+                   help="image tasks: the network, an EDM .pkl or a converted .safetensors (default: downloaded)")
+    r.add_argument("--ref-stats", default=None,
+                   help="image tasks: FID reference statistics, an npz with mu, sigma (default: downloaded)")
+    r.add_argument("--data", default=None,
+                   help="image tasks: the dataset, folder or archive (CIFAR-10 default: downloaded; ImageNet-64: "
+                        "needed by methods that tune)")
+    r.add_argument("--feature-weights", default=None,
+                   help="image tasks: the Inception weights .pth of torch-fidelity (default: downloaded)")
+    r.add_argument("--rerun", action="store_true", help="redo results already written with the same configuration")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars or per-result lines")
 
     sub.add_parser("list", help="every task and method")
 
-    lb = sub.add_parser("leaderboard", help="rebuild leaderboards from result files")
-    lb.add_argument("--task", default=None)
-    lb.add_argument("--results", default="results")
-    lb.add_argument("--out", default="leaderboards")
+    lb = sub.add_parser("leaderboard", help="build leaderboards from result files", formatter_class=Formatter)
+    lb.add_argument("--task", default=None, help="one task only (default: every task with results)")
+    lb.add_argument("--results", default=None,
+                    help="the folder of result files (default: results; with --published: leaderboards/results)")
+    lb.add_argument("--out", default=None,
+                    help="where the boards go (default: RESULTS/leaderboards; never the published leaderboards/ "
+                         "unless --published)")
+    lb.add_argument("--published", action="store_true",
+                    help="rebuild the published boards in leaderboards/ from leaderboards/results")
     lb.add_argument("--format", default=None,
                     help="comma-separated subset of md,csv,json,latex,png (default: all of them)")
 
-    td = sub.add_parser("train-denoiser", help="train a task's own denoiser")
-    td.add_argument("--task", required=True)
-    td.add_argument("--steps", type=int, default=None, help="training steps (default: the task's, else 20000)")
-    td.add_argument("--seed", type=int, default=0)
+    td = sub.add_parser("train-denoiser", help="train a task's own denoiser", formatter_class=Formatter)
+    td.add_argument("--task", required=True, help="a task with its own denoiser (gmm8, digits, ...)")
+    td.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the task's)")
+    td.add_argument("--seed", type=int, default=0, help="training seed")
     td.add_argument("--out", default=None, help="weights file (default: where the task loads it)")
 
-    tc = sub.add_parser("train-classifier", help="train a task's feature classifier (tasks that have one)")
-    tc.add_argument("--task", required=True)
-    tc.add_argument("--seed", type=int, default=0)
+    tc = sub.add_parser("train-classifier", help="train a task's feature classifier (tasks that have one)",
+                        formatter_class=Formatter)
+    tc.add_argument("--task", required=True, help="a task with a classifier (digits)")
+    tc.add_argument("--seed", type=int, default=0, help="training seed")
     tc.add_argument("--out", default=None, help="weights file (default: where the task loads it)")
 
-    cv = sub.add_parser("convert", help="convert an EDM checkpoint (.pkl) to .safetensors, without running its code")
+    cv = sub.add_parser("convert", help="convert an EDM checkpoint (.pkl) to .safetensors, without running its code",
+                        formatter_class=Formatter)
     cv.add_argument("checkpoint", help="an EDM .pkl (e.g. edm-cifar10-32x32-cond-vp.pkl)")
     cv.add_argument("out", help="the .safetensors file to write")
-    cv.add_argument("--key", default="ema", help="the checkpoint entry holding the network (default: ema)")
+    cv.add_argument("--key", default="ema", help="the checkpoint entry holding the network")
+    cv.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    return p
 
+
+def _show_warning(message, *args, **kwargs):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv=None):
+    p = parser()
     a = p.parse_args(argv)
+    warnings.showwarning = _show_warning
+    from bench.runner import Interrupted
     try:
         return _dispatch(a, p)
-    except (UnknownNameError, BudgetError, Unsupported, ValueError, PermissionError, FileNotFoundError, FetchError,
-            pickle.UnpicklingError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
 
 
 def _dispatch(a, p):
@@ -113,36 +182,23 @@ def _dispatch(a, p):
                 print(f"  {name:<16} {cls.description}")
         return 0
     if a.cmd == "run":
-        from bench.runner import run
-        if a.samples is not None and a.samples < 2:
-            raise ValueError(f"--samples must be at least 2, got {a.samples}")
-        results = run(a.method, a.task, nfe=a.nfe, seeds=a.seeds, samples=a.samples, out=a.out, device=a.device,
-                      save_samples=a.save_samples, denoiser=a.denoiser, config=dict(a.settings), label=a.label,
-                      batch_size=a.batch_size, progress=not a.no_progress,
-                      task_options=dict(checkpoint=a.checkpoint, ref_stats=a.ref_stats, data=a.data))
-        failed = [r for r in results if r["status"] != "ok"]
-        for r in failed:
-            print(f"FAILED nfe={r['nfe_budget']} seed={r['seed']}: {r['error']}", file=sys.stderr)
-        if results and "path" in results[0]:
-            print(f"{len(results) - len(failed)} results written under {a.out}/"
-                  + (f", {len(failed)} failed" if failed else ""))
-        return 1 if failed else 0
+        return _run(a)
     if a.cmd == "leaderboard":
         from bench.leaderboard import build
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            warnings.showwarning = lambda msg, *args, **kw: print(f"warning: {msg}", file=sys.stderr)
-            written = build(a.results, a.out, task=a.task, formats=a.format)
+            warnings.showwarning = _show_warning
+            written = build(a.results, a.out, task=a.task, formats=a.format, published=a.published)
         for path in written:
             print(path)
         return 0
     if a.cmd == "train-denoiser":
-        from bench.runner import get_task
+        from bench.runner import get_task, live_bars
         from bench.toynet import save_denoiser
         from bench.train import train_denoiser
         task = get_task(a.task)
         log = {}
-        net = train_denoiser(task, steps=a.steps, seed=a.seed, log=log)
+        net = train_denoiser(task, steps=a.steps, seed=a.seed, log=log, progress=live_bars(True))
         out = a.out or task.weights_path()
         save_denoiser(net, out, dict(task=task.id, steps=str(log["steps"]), seed=str(a.seed),
                                      train_config=json.dumps({k: v for k, v in log.items() if k != "final_loss"}),
@@ -150,16 +206,65 @@ def _dispatch(a, p):
         print(f"wrote {out} (final loss {log['final_loss']:.4f})")
         return 0
     if a.cmd == "train-classifier":
-        from bench.runner import get_task
+        from bench.runner import get_task, live_bars
         task = get_task(a.task)
         if not hasattr(task, "train_classifier"):
             raise Unsupported(f"task {task.name} has no classifier to train")
-        info = task.train_classifier(out=a.out, seed=a.seed)
+        info = task.train_classifier(out=a.out, seed=a.seed, progress=live_bars(True))
         print(f"wrote {info['path']} (accuracy {json.dumps(info['accuracy'])})")
         return 0
     if a.cmd == "convert":
         from bench.edm.checkpoint import convert_checkpoint
-        convert_checkpoint(a.checkpoint, a.out, key=a.key)
+        convert_checkpoint(a.checkpoint, a.out, key=a.key, force=a.force)
         print(f"wrote {a.out}")
         return 0
     return 2
+
+
+def _run(a) -> int:
+    from bench.runner import run
+    options = dict(checkpoint=a.checkpoint, ref_stats=a.ref_stats, data=a.data, feature_extractor_weights=a.feature_weights)
+    results = run(a.method, a.task, nfe=a.nfe, seeds=a.seeds, samples=a.samples, out=a.out, device=a.device,
+                  save_samples=a.save_samples, denoiser=a.denoiser, config=dict(a.settings), label=a.label,
+                  batch_size=a.batch_size, progress=not a.no_progress, resume=not a.rerun,
+                  task_options={k: v for k, v in options.items() if v is not None})
+    if not results:  # a torchrun rank other than 0
+        return 0
+    failed = [r for r in results if r["status"] != "ok"]
+    for r in failed:
+        print(f"FAILED nfe={r['nfe_budget']} seed={r['seed']}: {r['error']}", file=sys.stderr)
+    print(summary(results))
+    return 1 if failed else 0
+
+
+def summary(results: list[dict]) -> str:
+    """The primary metric per NFE budget (mean over the seeds that succeeded), and where the files are."""
+    from pathlib import Path
+
+    from bench.registry import task_class
+    first = results[0]
+    task = task_class(first["task"])
+    metric = task.primary_metric
+    better = "higher" if task.higher_is_better.get(metric, False) else "lower"
+    lines = [f"{first['label']} on {first['task']}: {metric} ({better} is better), mean over seeds; "
+             f"NFE measured = denoiser evaluations per sample"]
+    rows = [("NFE budget", metric, "seeds", "NFE measured")]
+    for b in sorted({r["nfe_budget"] for r in results}):
+        ok = [r for r in results if r["nfe_budget"] == b and r["status"] == "ok"]
+        n = len([r for r in results if r["nfe_budget"] == b])
+        if ok:
+            mean = sum(r["metrics"][metric] for r in ok) / len(ok)
+            nfe = sum(r["nfe"] for r in ok) / len(ok)
+            rows.append((str(b), f"{mean:.4g}", f"{len(ok)}/{n}", f"{nfe:g}"))
+        else:
+            rows.append((str(b), "failed", f"0/{n}", "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    folder = Path(first["path"]).parent
+    kept = sum(bool(r.get("kept")) for r in results)
+    failed = sum(r["status"] != "ok" for r in results)
+    lines.append(f"{len(results) - kept} results written under {folder}/" + (f", {kept} kept from an earlier run"
+                                                                             if kept else "")
+                 + (f", {failed} failed" if failed else ""))
+    lines.append(f"compare methods: python -m bench leaderboard --results {folder.parent.parent}")
+    return "\n".join(lines)

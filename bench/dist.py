@@ -61,3 +61,11 @@ def all_sum(value: float, world: int) -> float:
 def barrier(world: int):
     if world > 1:
         dist.barrier()
+
+
+def finish(world: int):
+    """Leave the process group together: a rank that exits while another still works makes
+    gloo's threads abort the process (``terminate called without an active exception``)."""
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

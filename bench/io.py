@@ -31,6 +31,12 @@ def atomic_write_bytes(path, data: bytes):
         raise
 
 
+def json_ready(obj):
+    """``obj`` as its JSON file reads back: inf and nan (which JSON lacks) as the strings
+    Python's float() reads back, tuples as lists, keys as strings."""
+    return json.loads(json.dumps(_finite(obj), allow_nan=False, default=str))
+
+
 def _finite(obj):
     """JSON has no inf or nan: write them as the strings Python's float() reads back."""
     if isinstance(obj, float) and not math.isfinite(obj):

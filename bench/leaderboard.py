@@ -2,8 +2,13 @@
 plus an index (``README.md``), built from result files and the published numbers.
 
     from bench.leaderboard import build
-    build("results", "leaderboards")                          # every task, every format
-    build("results", "leaderboards", "gmm8", formats="latex")  # one task, one format
+    build("results")                                  # every task, every format, into results/leaderboards
+    build("results", task="gmm8", formats="latex")    # one task, one format
+    build(published=True)                             # the published boards: leaderboards/ from leaderboards/results
+
+A user's own boards never touch the published ones: ``out`` defaults to
+``<results>/leaderboards``, and writing into the published folder needs ``published=True``
+(``python -m bench leaderboard --published``).
 
 Measured rows: one per (method label, NFE budget), the mean over seeds of every
 metric with a 95% Student-t interval (half-width ``t_{0.975,n-1} * sd / sqrt(n)``;
@@ -51,6 +56,7 @@ import numpy as np
 
 from bench.io import atomic_write_bytes
 from bench.reported import DEFAULT_PATH as REPORTED_CSV
+from bench.registry import task_class
 from bench.reported import load_reported
 from bench.results import SCHEMA, load_results
 
@@ -59,6 +65,8 @@ FORMATS = ("md", "csv", "json", "tex", "png")
 _ALIASES = {"markdown": "md", "latex": "tex", "plot": "png", "plots": "png"}
 GENERATOR = "bench.leaderboard"
 RESERVED = {"README", "reported"}  # names of files under out that are not a task's
+PUBLISHED = REPORTED_CSV.parent  # the published boards (leaderboards/), beside their results and reported.csv
+PUBLISHED_RESULTS = PUBLISHED / "results"
 SAMPLE_COLUMNS = 10  # sample indices 0..9 in the grid
 _PROTOCOL_FIELDS = ("n_samples", "reference", "n_reference", "reference_stats", "feature_extractor",
                     "nfe_convention", "eval_seeds")
@@ -1020,14 +1028,45 @@ def _anchor(title: str) -> str:
 
 # --- building ---------------------------------------------------------------
 
-def build(results="results", out="leaderboards", task: str | None = None, *, formats=None,
-          reported=REPORTED_CSV) -> list[Path]:
-    """Write the leaderboard files (module docstring) under ``out`` for every task with results
-    under ``results`` (a directory or a list of them) or reported numbers, or only for ``task``;
-    ``formats`` restricts what is written (md, csv, json, latex, png); ``reported`` is the CSV of
-    published numbers (None: none). Returns the paths written."""
-    formats = parse_formats(formats)
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def board_paths(results=None, out=None, *, published: bool = False) -> tuple:
+    """``(results, out)`` with their defaults: ``results/`` into ``results/leaderboards``, or with
+    ``published`` the published results into the published folder. Raises ValueError, before any
+    work, when ``out`` is a file or would overwrite the published boards without ``published``."""
+    if published:
+        if results is not None or out is not None:
+            raise ValueError("--published rebuilds leaderboards/ from leaderboards/results and takes no "
+                             "--results or --out; drop them, or drop --published for your own boards")
+        results, out = PUBLISHED_RESULTS, PUBLISHED
+    results = "results" if results is None else results
+    if out is None:
+        if not isinstance(results, (str, Path)):
+            raise ValueError("several result folders: say where the boards go with --out")
+        out = Path(results) / "leaderboards"
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the leaderboard files")
+    if not published and _inside(out, PUBLISHED):
+        raise ValueError(f"{out} holds the published leaderboards; write your own elsewhere (default: "
+                         f"<results>/leaderboards), or rebuild the published ones with "
+                         f"`python -m bench leaderboard --published`")
+    return results, out
+
+
+def build(results=None, out=None, task: str | None = None, *, formats=None, reported=REPORTED_CSV,
+          published: bool = False) -> list[Path]:
+    """Write the leaderboard files (module docstring) under ``out`` for every task with results
+    under ``results`` (a directory or a list of them; default ``results``) or reported numbers,
+    or only for ``task``; ``out`` defaults to ``<results>/leaderboards`` and is never the
+    published folder unless ``published`` (which also sets both folders). ``formats``
+    restricts what is written (md, csv, json, latex, png); ``reported`` is the CSV of published
+    numbers (None: none). Returns the paths written."""
+    formats = parse_formats(formats)
+    results, out = board_paths(results, out, published=published)
     where = ", ".join(map(str, [results] if isinstance(results, (str, Path)) else results))
     loaded, roots = _load(results)
     if not loaded:
@@ -1042,8 +1081,10 @@ def build(results="results", out="leaderboards", task: str | None = None, *, for
         rep_by_task.setdefault(r["task"], []).append(r)
     names = sorted(set(by_task) | set(rep_by_task))
     if task is not None:
-        name = task if task in names else task.rpartition("-v")[0]
+        base, _, ver = task.rpartition("-v")
+        name = task if task in names or not (base and ver.isdigit()) else base
         if name not in names:
+            task_class(name)  # a name no task has: its close matches
             raise FileNotFoundError(f"no results for task {task} under {where} (tasks there: "
                                     f"{', '.join(sorted(by_task))}); produce some with "
                                     f"`python -m bench run --task {task} --out {where}`")

@@ -8,6 +8,8 @@ returns, keyed by the configuration. What differs between methods is data
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -26,12 +28,61 @@ class Artifact:
     tensors: dict = field(default_factory=dict)
 
 
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _typed(method: str, key: str, default, value, choices=None, types=None):
+    """``value`` for a setting whose default is ``default``, checked before any work against the
+    setting's ``choices`` when it has some, else against the default's type (an int where a
+    float is expected is taken as that float)."""
+    if choices is not None:
+        if any(value == c and type(value) is type(c) for c in choices):
+            return value
+        raise ValueError(f"setting {key} of method {method} is one of {', '.join(map(json.dumps, choices))}, "
+                         f"got {json.dumps(value)}")
+    if default is None or value is None:
+        return value
+    if types is not None:
+        if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+            return value
+        raise ValueError(f"setting {key} of method {method} is {' or '.join(_kind(t()) for t in types)}, "
+                         f"got {json.dumps(value)}")
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isnan(value):
+            raise ValueError(f"setting {key} of method {method} is a number, got nan")
+        return float(value)
+    if isinstance(default, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if _kind(default) == _kind(value) and (not isinstance(default, float) or math.isfinite(value)
+                                           or not math.isfinite(default)):
+        return value
+    raise ValueError(f"setting {key} of method {method} is {_kind(default)} (default {json.dumps(default)}), "
+                     f"got {json.dumps(value)}; e.g. --set {key}={json.dumps(default)}")
+
+
 class Method:
     name: str = ""
     description: str = ""
     defaults: dict = {}
     # task name -> settings that replace the defaults on that task (published configurations)
     presets: dict = {}
+    # setting -> its allowed values, for settings that are not just a number, string or list
+    choices: dict = {}
+    # setting -> the Python types it takes, for settings whose default's type is not the only one
+    types: dict = {}
     # capabilities the task must offer: "tuning" (a tuning split), "classes"
     needs: tuple = ()
     # version of the fit procedure: bump it and cached artifacts are recomputed
@@ -47,7 +98,7 @@ class Method:
             raise ValueError(f"method {self.name} has no setting {', '.join(sorted(unknown))}; "
                              f"its settings are {', '.join(sorted(cfg)) or 'none'}")
         for k, v in config.items():
-            cfg[k] = float(v) if isinstance(cfg[k], float) and isinstance(v, int) and not isinstance(v, bool) else v
+            cfg[k] = _typed(self.name, k, cfg[k], v, self.choices.get(k), self.types.get(k))
         self.config = cfg
 
     # fit ------------------------------------------------------------------

@@ -6,6 +6,7 @@ key: it goes to ``<name>.failed.json`` beside it, so no earlier number is lost.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import platform
 import subprocess
@@ -39,6 +40,23 @@ def write_result(path: Path, result: dict) -> Path:
         if failed.exists():
             failed.unlink()
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+    """sha256 (16 hex digits) of the suite's code: every source file of bench, its tasks and
+    methods, and the shipped weights' manifest. A result is redone only when this changed."""
+    import bench
+    roots = [Path(bench.__file__).parent, *map(Path, bench.tasks.__path__), *map(Path, bench.methods.__path__)]
+    h = hashlib.sha256()
+    for root in roots:
+        files = sorted(p for p in root.rglob("*") if p.suffix == ".py" or p.name == "manifest.json")
+        for p in files:
+            if "__pycache__" in p.parts:
+                continue
+            h.update(f"{root.name}/{p.relative_to(root).as_posix()}\0".encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=None)

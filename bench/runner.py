@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,14 +16,38 @@ from tqdm import tqdm
 from bench import dist
 from bench.artifacts import ArtifactStore
 from bench.denoiser import CountingDenoiser
-from bench.io import atomic_write_bytes, check_writable
+from bench.io import atomic_write_bytes, check_writable, json_ready
 from bench.method import BudgetError
 from bench.noise import Noise
 from bench.registry import method_class, task_class
-from bench.results import SCHEMA, git_sha, now, result_path, versions, write_result
+from bench.results import SCHEMA, code_version, git_sha, now, result_path, versions, write_result
 from bench.task import Task, Unsupported
 
 FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it
+ANNOUNCE_FIT_S = 60.0  # a fit expected to take longer than this says so before it runs
+# what makes a written result the one a rerun would produce: it is then kept, not redone
+IDENTITY = ("method", "label", "method_config", "task", "task_version", "task_options", "denoiser", "nfe_budget",
+            "seed", "n_samples", "code")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: what was kept, in one line."""
+
+
+def say(text: str):
+    """One line on stderr, between live progress bars when there are some."""
+    tqdm.write(text, file=sys.stderr)
+
+
+def live_bars(progress: bool) -> bool:
+    """Live bars only on a terminal: in a log they are escape codes; there a line per result is written."""
+    return bool(progress) and sys.stderr.isatty()
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def get_task(name: str, **options) -> Task:
@@ -78,7 +105,17 @@ class FitContext:
         return self.task.sample_tuning(n, seed)
 
     def progress_iter(self, items, desc):
-        return tqdm(items, desc=desc, leave=False, disable=not self.progress)
+        """Iterate a fit's loop with a live bar (on a terminal); after the first item, when the
+        whole loop will take longer than a minute at that pace, say how long."""
+        n = len(items) if hasattr(items, "__len__") else None
+        t0 = time.perf_counter()
+        for i, item in enumerate(tqdm(items, desc=desc, leave=False, disable=not self.progress)):
+            yield item
+            if i == 0 and n and n > 1:
+                first = time.perf_counter() - t0
+                if first * n > ANNOUNCE_FIT_S:
+                    say(f"{desc}: {n} iterations; the first took {first:.1f} s, so about {duration(first * n)} "
+                        f"in all")
 
     def search(self, method, candidates, n: int, desc: str):
         """Score each candidate configuration (a dict the method samples with, set as
@@ -146,14 +183,21 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, device, batch_size, 
 def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: int | None = None,
         out="results", device: str = "cpu", save_samples: bool = False, denoiser: str | None = None,
         config: dict | None = None, label: str | None = None, batch_size: int = 10_000,
-        progress: bool = True, cache=None, task_options: dict | None = None) -> list[dict]:
+        progress: bool = True, cache=None, task_options: dict | None = None, resume: bool = True) -> list[dict]:
     """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
     (also written under ``out``). Bad input raises before any work starts; a failure
-    while sampling or scoring gives a result with status ``failed``. Under ``torchrun``
-    the samples are sharded across the processes and rank 0 scores, writes and returns
-    the results; the other ranks return an empty list."""
+    while sampling or scoring gives a result with status ``failed``. With ``resume``, a
+    result already written with the same identity (configuration, task version, samples,
+    code: ``IDENTITY``) is kept and returned instead of redone. Under ``torchrun`` the
+    samples are sharded across the processes and rank 0 scores, writes and returns the
+    results; the other ranks return an empty list."""
     nfe = [nfe] if isinstance(nfe, int) else list(nfe)
     seeds = [seed if seed is not None else 0] if seeds is None else list(seeds)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
+    if samples is not None and (not isinstance(samples, int) or samples < 2):
+        raise ValueError(f"samples must be at least 2, got {samples!r}")
+    check_device(device)
     t = get_task(task, **(task_options or {}))
     m = get_method(method, t, **(config or {}))
     _check_needs(m, t)
@@ -162,29 +206,79 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     for s in seeds:
         if not 0 <= int(s) < FIT_SEED:
             raise ValueError(f"seed {s} out of range: evaluation seeds are integers in 0..{FIT_SEED - 1}")
+    denoiser_name = denoiser or next(iter(t.denoisers()))
+    if denoiser_name not in t.denoisers():
+        raise ValueError(f"task {t.name} has no denoiser {denoiser_name!r}; choose from {', '.join(t.denoisers())}")
+    label = label or (m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}")
     rank, world = dist.init(device)
     if rank == 0:
-        check_writable(out)
-    denoiser_name = denoiser or next(iter(t.denoisers()))
+        check_writable(Path(out) / t.name / label)
+    t.check_files(m.needs)  # every file the run needs, all missing ones named at once
+    n = samples or t.default_samples
+    jobs = [(b, s) for b in nfe for s in seeds]
+    identity = dict(method=m.name, label=label, method_config=m.config, task=t.name, task_version=t.version,
+                    task_options=t.option_record(), denoiser=denoiser_name, n_samples=n, code=code_version())
+    kept = {job: r for job in jobs if resume
+            for r in [_kept(result_path(out, t.name, label, *job), dict(identity, nfe_budget=job[0], seed=job[1]))]
+            if r is not None}
+    todo = [job for job in jobs if job not in kept]
+    if kept and rank == 0:
+        say(f"{len(kept)} of {len(jobs)} results already written under {Path(out) / t.name / label} with the same "
+            f"configuration, task version and code: kept, not redone" + ("" if todo else " (nothing left to do)")
+            + " (--rerun redoes them)")
+    results = dict(kept)
+    written = []
+    try:
+        if todo:
+            _run_jobs(m, t, todo, denoiser_name, label, n, out, device, save_samples, batch_size, progress, cache,
+                      rank, world, results, written)
+    except KeyboardInterrupt:
+        where = Path(out) / t.name / label
+        raise Interrupted(f"interrupted: {len(written)} new result(s) written and {len(kept)} kept under {where}; "
+                          f"{len(todo) - len(written)} not done (rerun the same command to do only those)") from None
+    dist.finish(world)
+    return [results[job] for job in jobs] if rank == 0 else []
+
+
+def check_device(device: str):
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible on this machine; use --device cpu")
+    if not str(device).startswith(("cpu", "cuda")):
+        raise ValueError(f"--device {device}: use cpu or cuda")
+
+
+def _kept(path: Path, identity: dict) -> dict | None:
+    """The successful result at ``path`` when it has this identity, else None."""
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(r, dict) or r.get("status") != "ok":
+        return None
+    if any(json_ready(r.get(k)) != json_ready(v) for k, v in identity.items()):
+        return None
+    return dict(r, path=str(path), kept=True)
+
+
+def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, batch_size, progress, cache, rank,
+              world, results, written):
     net = t.denoiser(denoiser_name).to(device)
     counted = CountingDenoiser(net)
-    for b in nfe:
+    for b in sorted({b for b, _ in jobs}):
         m.validate(net, b)
-    label = label or (m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}")
-    n = samples or t.default_samples
     ref_x, ref_labels = t.sample_reference(getattr(t, "reference_size", t.default_samples), 0)
     store = ArtifactStore(cache)
-    results = []
-    jobs = [(b, s) for b in nfe for s in seeds]
-    bar = tqdm(jobs, desc=f"{m.name} on {t.name}", disable=not progress or rank != 0)
+    live = live_bars(progress) and rank == 0
+    bar = tqdm(jobs, desc=f"{m.name} on {t.name}", disable=not live)
     fit_cost = None
     fit_error = None
-    for b, s in bar:
+    for k, (b, s) in enumerate(bar):
+        t_job = time.perf_counter()
         if m.has_fit and (fit_cost is None or fit_cost.get("budget") != b):
             bar.set_postfix_str(f"fit nfe={b}")
             fit_error = None
             try:
-                fit_cost = dict(_fit(m, t, counted, denoiser_name, b, device, batch_size, progress, store, rank,
+                fit_cost = dict(_fit(m, t, counted, denoiser_name, b, device, batch_size, live, store, rank,
                                      world), budget=b)
             except (BudgetError, Unsupported):
                 raise
@@ -205,17 +299,24 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
             if hasattr(m, "write_extras") and r["status"] == "ok":
                 r["extras"] = m.write_extras(path)
             r["path"] = str(write_result(path, r))
+            written.append(r["path"])
             if r["status"] == "ok":
-                bar.set_postfix_str(f"nfe={b} seed={s} {t.primary_metric}={r['metrics'][t.primary_metric]:.4g}")
-        results.append(r)
-    return results if rank == 0 else []
+                score = f"{t.primary_metric}={r['metrics'][t.primary_metric]:.4g}"
+                bar.set_postfix_str(f"nfe={b} seed={s} {score}")
+            else:
+                score = f"FAILED: {r['error']}"
+            if progress and not live:
+                say(f"[{k + 1}/{len(jobs)}] {m.name} on {t.name} nfe={b} seed={s}: {score} "
+                    f"({duration(time.perf_counter() - t_job)})")
+        results[(b, s)] = r
 
 
 def _record(m, t, denoiser_name, b, s, n, device, world):
     return dict(schema=SCHEMA, method=m.name, method_config=m.config, budget_config=m.describe_budget(b),
-                task=t.name, task_version=t.version, denoiser=denoiser_name, nfe_budget=b, seed=s, n_samples=n,
-                metrics={}, nfe=None, sample_seconds=None, status="ok", protocol={}, versions=versions(),
-                git_sha=git_sha(), created=now(), world_size=world, device=str(device))
+                task=t.name, task_version=t.version, task_options=t.option_record(), denoiser=denoiser_name,
+                nfe_budget=b, seed=s, n_samples=n, metrics={}, nfe=None, sample_seconds=None, status="ok",
+                protocol={}, versions=versions(), code=code_version(), git_sha=git_sha(), created=now(),
+                world_size=world, device=str(device))
 
 
 def _failed(m, t, denoiser_name, b, s, n, device, world, error):

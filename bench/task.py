@@ -20,6 +20,17 @@ class Unsupported(RuntimeError):
     """A task lacks what a method or a command needs (tuning data, a denoiser, ...)."""
 
 
+class MissingFiles(FileNotFoundError):
+    """Files a run needs and cannot get: all of them, each with the flag that supplies it."""
+
+    def __init__(self, lines):
+        self.lines = list(lines)
+        super().__init__("this run needs files it cannot get:\n" + "\n".join(f"  - {x}" for x in self.lines))
+
+    def __str__(self):
+        return self.args[0]
+
+
 class Task:
     name: str = ""
     version: int = 1
@@ -44,6 +55,20 @@ class Task:
     @property
     def id(self) -> str:
         return f"{self.name}-v{self.version}"
+
+    def option_record(self) -> dict:
+        """The options this task was given (as strings): part of a result's identity."""
+        return {k: str(getattr(self, k)) for k in self.options if getattr(self, k, None) is not None}
+
+    def missing_files(self, needs=()) -> list[str]:
+        """Every file a run of a method with ``needs`` would need and cannot get (downloading
+        what can be downloaded): one line each, with the flag that supplies it."""
+        return []
+
+    def check_files(self, needs=()):
+        missing = self.missing_files(needs)
+        if missing:
+            raise MissingFiles(missing)
 
     # data -----------------------------------------------------------------
     def sample_reference(self, n: int, seed: int = 0):

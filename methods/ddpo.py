@@ -186,14 +186,12 @@ class DDPO(Method):
                     disc_width=128, seed=0)
     presets = {task: dict(lora_rank=4, layers=list(EDM_LORA_LAYERS))
                for task in ("cifar10", "cifar10-cond", "imagenet64")}
+    choices = dict(variant=("is", "sf"), reward=("auto", "logprob", "disc"))
+    types = dict(layers=(str, list))  # "all", or the names of the layers to train
 
     def __init__(self, task=None, **config):
         super().__init__(task=task, **config)
         c = self.config
-        if c["variant"] not in ("is", "sf"):
-            raise ValueError(f"ddpo variant must be 'is' or 'sf', not {c['variant']!r}")
-        if c["reward"] not in ("auto", "logprob", "disc"):
-            raise ValueError(f"ddpo reward must be auto, logprob or disc, not {c['reward']!r}")
         if not 0 < c["eta"] <= 1:
             raise ValueError(f"ddpo needs a stochastic sampler: eta in (0, 1], got {c['eta']}")
         if int(c["lora_rank"]) != c["lora_rank"] or c["lora_rank"] < 0:

@@ -41,7 +41,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from bench import discriminator as disc_lib
 from bench import sampling
@@ -125,14 +124,11 @@ class IRLSampler(Method):
         iters=30, batch=256, lr=3e-3, entropy=0.01, ppo_clip=0.0, ppo_epochs=1,
         disc_steps=50, disc_batch=512, disc_lr=1e-3, disc_width=64, tune_samples=5000,
         fit_nfe=0, seed=0, s_noise=1.0)
+    choices = dict(solver=("heun", "euler"), divergence=tuple(REWARDS), use_guidance=("auto", True, False))
 
     def __init__(self, task=None, **config):
         super().__init__(task=task, **config)
         c = self.config
-        if c["divergence"] not in REWARDS:
-            raise ValueError(f"unknown divergence {c['divergence']!r}; choose fkl, rkl or js")
-        if c["solver"] not in ("heun", "euler"):
-            raise ValueError(f"irl's base solver must be heun or euler, not {c['solver']!r}")
         if any(not 0 <= g <= math.sqrt(2) - 1 + 1e-9 for g in c["churn"]) or not c["churn"]:
             raise ValueError(f"churn levels must lie in [0, sqrt(2)-1], got {c['churn']}")
         self.guided = bool(task is not None and task.num_classes) if c["use_guidance"] == "auto" \
@@ -313,7 +309,7 @@ class IRLSampler(Method):
         opt_d = torch.optim.Adam(disc.parameters(), lr=c["disc_lr"])
         reward_fn = REWARDS[c["divergence"]]
         history = []
-        for it in tqdm(range(c["iters"]), desc=f"irl nfe={ctx.nfe_budget}", leave=False, disable=not ctx.progress):
+        for it in ctx.progress_iter(range(c["iters"]), f"irl nfe={ctx.nfe_budget}"):
             if c["fit_nfe"] and den.rows >= c["fit_nfe"]:
                 break
             b = c["batch"]

@@ -70,7 +70,7 @@ import torch
 from bench import fidelity
 from bench.datasets import DATA_FLAG, DatasetError, ImageFolder, load_cifar10
 from bench.edm.checkpoint import load_network
-from bench.fetch import fetch
+from bench.fetch import FetchError, fetch
 from bench.registry import register_task
 from bench.task import Task, Unsupported, np_rng
 from bench.toynet import sha256
@@ -80,8 +80,11 @@ INCEPTION = "inception-v3-compat"
 CHECKPOINT_HINT = ("pass a local copy of the network with --checkpoint PATH (an EDM .pkl or a converted "
                    ".safetensors; FID statistics: --ref-stats PATH)")
 REF_STATS_HINT = "pass a local copy of the FID reference statistics with --ref-stats PATH (npz with mu, sigma)"
-WEIGHTS_HINT = ("pass the Inception weights with the task option feature_extractor_weights=PATH "
+WEIGHTS_HINT = ("pass the Inception weights with --feature-weights PATH "
                 "(torch-fidelity's weights-inception-2015-12-05-6726825d.pth)")
+DATA_HINT = "pass a local copy of CIFAR-10 (cifar-10-python.tar.gz or the cifar-10-batches-py folder) with --data PATH"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # the official python version
+CIFAR10_SIZE = 170_498_071
 
 
 @functools.lru_cache(maxsize=16)
@@ -123,6 +126,8 @@ class EDMImageTask(Task):
     checkpoint_name: str = ""  # edm-{NAME}.pkl
     ref_stats_name: str = ""   # fid-refs/{NAME}.npz
     dataset_name: str = ""
+    dataset_url: str | None = None  # downloaded on first use when --data is not given; None: --data only
+    dataset_size: int | None = None
     feature_batch_size = 250
     kid_subsets, kid_subset_size, prc_neighborhood, isc_splits = 100, 1000, 3, 10
 
@@ -131,6 +136,7 @@ class EDMImageTask(Task):
         self.feature_extractor = self.feature_extractor or INCEPTION
         self._stats = self._extractor_kwargs = self._checkpoint_info = None
         self._ref_cache = None  # (ref_x, layer, features): reference features, computed once per reference set
+        self._data_path = None
 
     # files ---------------------------------------------------------------------------------------
     @property
@@ -144,9 +150,47 @@ class EDMImageTask(Task):
     def denoisers(self):
         return {"edm": self._load_denoiser}
 
+    def _checkpoint_path(self) -> Path:
+        if self.checkpoint:
+            p = Path(self.checkpoint).expanduser()
+            if not p.exists():
+                raise FileNotFoundError(f"checkpoint {p} (--checkpoint) does not exist")
+            return p
+        return fetch(self.checkpoint_url, desc=f"edm-{self.checkpoint_name}.pkl", hint=CHECKPOINT_HINT)
+
+    def data_path(self, required: bool) -> str | None:
+        """The dataset: ``--data``, else downloaded into the cache where the task can (CIFAR-10);
+        None when it is not ``required`` and cannot be had (FID needs only the statistics)."""
+        if self.data:
+            return self.data
+        if self._data_path is None and self.dataset_url is not None:
+            try:
+                self._data_path = str(fetch(self.dataset_url, expected_size=self.dataset_size,
+                                            desc=Path(self.dataset_url).name, hint=DATA_HINT))
+            except FetchError:
+                if required:
+                    raise
+        if self._data_path is None and required:
+            raise self._no_data("tuning data")
+        return self._data_path
+
+    def missing_files(self, needs=()) -> list[str]:
+        """Everything the run needs, resolved (downloaded) before any work: the network, the FID
+        statistics, the feature extractor's weights and, for methods that tune, the dataset."""
+        checks = [self._checkpoint_path, self._ref_stats_path, self.extractor_kwargs]
+        if "tuning" in needs:
+            checks.append(lambda: self.data_path(required=True))
+        missing = []
+        for check in checks:
+            try:
+                check()
+            except (FetchError, FileNotFoundError, ValueError, Unsupported) as e:
+                missing.append(str(e) + (" (the method tunes on the tuning split)"
+                                         if check is checks[-1] and "tuning" in needs else ""))
+        return missing
+
     def _load_denoiser(self):
-        path = Path(self.checkpoint).expanduser() if self.checkpoint else fetch(
-            self.checkpoint_url, desc=f"edm-{self.checkpoint_name}.pkl", hint=CHECKPOINT_HINT)
+        path = self._checkpoint_path()
         net = load_network(path)
         if tuple(net.shape) != tuple(self.shape) or net.num_classes != self.num_classes:
             have = f"{'x'.join(map(str, net.shape))}, {net.num_classes or 'no'} classes"
@@ -234,7 +278,7 @@ class EDMImageTask(Task):
 
     def _check_images(self, x):
         if tuple(x.shape[1:]) != tuple(self.shape):
-            raise DatasetError(f"{self.data} ({DATA_FLAG}) holds images of shape {tuple(x.shape[1:])}; task "
+            raise DatasetError(f"{self.data_path(required=True)} ({DATA_FLAG}) holds images of shape {tuple(x.shape[1:])}; task "
                                f"{self.name} needs {tuple(self.shape)}")
         return fidelity.from_uint8(x)
 
@@ -242,17 +286,16 @@ class EDMImageTask(Task):
         return y if self.num_classes and y is not None else None
 
     def sample_reference(self, n, seed=0):
-        """The reference images of KID and precision/recall (none without ``--data``: FID needs only
-        the statistics). Resolves the whole evaluation first (``prepare_evaluation``)."""
+        """The reference images of KID and precision/recall (none without the dataset: FID needs
+        only the statistics). Resolves the whole evaluation first (``prepare_evaluation``)."""
         self.prepare_evaluation()
-        if not self.data:
+        if not self.data_path(required=False):
             return torch.empty(0, *self.shape), None
         x, y = self._split("reference", n, seed)
         return self._check_images(x), self._labels(y)
 
     def sample_tuning(self, n, seed=0):
-        if not self.data:
-            raise self._no_data("tuning data")
+        self.data_path(required=True)
         x, y = self._split("tuning", n, seed)
         return self._check_images(x), self._labels(y)
 
@@ -331,10 +374,11 @@ class CIFAR10Task(EDMImageTask):
     shape = (3, 32, 32)
     ref_stats_name = "cifar10-32x32"
     dataset_name = "the CIFAR-10 python batches (cifar-10-batches-py folder or cifar-10-python.tar.gz)"
+    dataset_url, dataset_size = CIFAR10_URL, CIFAR10_SIZE
     reference_split = "CIFAR-10 training images (data_batch_1..5), the set the FID statistics describe"
 
     def _split(self, which, n, seed):
-        x, y = load_cifar10(self.data, "train" if which == "reference" else "test")
+        x, y = load_cifar10(self.data_path(required=True), "train" if which == "reference" else "test")
         if n is not None and n < len(x):
             idx = torch.as_tensor(np.sort(np_rng("cifar10", which, seed).choice(len(x), size=n, replace=False)))
             x, y = x[idx], y[idx]
@@ -367,7 +411,7 @@ class ImageNet64(EDMImageTask):
 
     @functools.cached_property
     def _dataset(self):
-        ds = ImageFolder(self.data)
+        ds = ImageFolder(self.data_path(required=True))
         perm = np_rng("imagenet64", "split").permutation(len(ds))
         k = min(self.tuning_size, len(ds) // 2)
         return ds, dict(tuning=np.sort(perm[:k]), reference=np.sort(perm[k:]))

@@ -218,7 +218,7 @@ def test_recorded_arguments_must_fit_the_weights(tmp_path):
     net = make(VPPrecond, PRECONDS["vp-ddpmpp"][1])
     net._init_kwargs["model_channels"] = 32  # the weights are for 16
     write_edm_pickle(tmp_path / "n.pkl", dict(ema=net))
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match="size mismatch"):
         load_edm_pickle(tmp_path / "n.pkl")
 
 

@@ -446,26 +446,31 @@ def ref_stats(tmp_path_factory, tiny_fe):
     return d / "ref.npz"
 
 
-def test_cli_without_network_stops_at_once_with_the_fetch_error(tmp_path):
+def test_cli_without_network_lists_every_missing_file_at_once(tmp_path):
     cache, port = tmp_path / "cache", closed_port()
     env = dict(os.environ, BENCH_CACHE=str(cache), BENCH_URL_BASE=f"http://127.0.0.1:{port}")
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "bench", "run", "--method", "edm", "--task", "cifar10",
+    p = subprocess.run([sys.executable, "-m", "bench", "run", "--method", "irl", "--task", "cifar10",
                         "--out", str(tmp_path / "out")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     took = time.perf_counter() - t0
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    url = f"http://127.0.0.1:{port}/nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl"
-    assert lines[0].startswith(f"error: cannot download {url}")
-    assert "--checkpoint PATH" in lines[0] and "--ref-stats PATH" in lines[0]
-    assert took < 30, took  # at once: the interpreter's start and the failed connection
+    assert lines[0] == "error: this run needs files it cannot get:" and len(lines) == 5, p.stderr
+    base = f"http://127.0.0.1:{port}/"
+    want = [("nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl", "--checkpoint PATH"),
+            ("nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz", "--ref-stats PATH"),
+            ("weights-inception-2015-12-05-6726825d.pth", "--feature-weights PATH"),
+            ("www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "--data PATH")]
+    for line, (url, flag) in zip(lines[1:], want):
+        assert line.startswith(f"  - cannot download {base}") and url in line and flag in line, line
+    assert "tunes on the tuning split" in lines[4]
+    assert took < 30, took  # at once: the interpreter's start and the failed connections
     assert files_under(cache) == [] and files_under(tmp_path / "out") == []
 
 
 def test_missing_reference_stats_fail_before_sampling(offline, checkpoints, tmp_path):
-    with pytest.raises(OfflineError, match=r"fid-refs/cifar10-32x32\.npz.*--ref-stats PATH"):
+    with pytest.raises(FileNotFoundError, match=r"fid-refs/cifar10-32x32\.npz.*--ref-stats PATH"):
         bench.run("edm", "cifar10", nfe=5, samples=64, out=tmp_path / "out", progress=False,
                   task_options=dict(checkpoint=str(checkpoints["uncond"])))
     assert files_under(offline) == [] and files_under(tmp_path / "out") == []
@@ -513,8 +518,10 @@ def test_cifar10_cond_with_data_kid_precision_recall_and_tuning(offline, checkpo
 
 def test_without_data_tuning_is_unsupported_naming_the_flag(offline, ref_stats, tiny_fe):
     task = bench.get_task("cifar10", ref_stats=str(ref_stats), feature_extractor=TINY_FE)
-    with pytest.raises(Unsupported, match="--data PATH"):
+    with pytest.raises(OfflineError, match=r"cifar-10-python\.tar\.gz.*--data PATH"):  # CIFAR-10 is downloadable
         task.sample_tuning(10)
+    with pytest.raises(Unsupported, match="--data PATH"):  # ImageNet-64 is not
+        bench.get_task("imagenet64").sample_tuning(10)
     x, y = task.sample_reference(100)
     assert x.shape == (0, 3, 32, 32) and y is None
     with pytest.raises(Unsupported, match="--data"):
@@ -525,7 +532,7 @@ def test_convert_refuses_a_malicious_checkpoint(tmp_path, capsys):
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps(dict(ema=Boom(tmp_path / "PWNED"))))
     assert cli_main(["convert", str(tmp_path / "evil.pkl"), str(tmp_path / "out.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: refused global") and "\n" not in err
+    assert err.startswith("error: ") and "refused global" in err and "\n" not in err
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out.safetensors").exists()
 
 
@@ -566,7 +573,7 @@ def test_inception_weights_are_fetched_with_the_fetch_error(offline, monkeypatch
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     np.savez(tmp_path / "edm-style.npz", mu=np.zeros(4), sigma=np.eye(4))
     task = bench.get_task("cifar10", ref_stats=str(tmp_path / "edm-style.npz"))
-    with pytest.raises(OfflineError, match=r"weights-inception-2015-12-05-6726825d\.pth.*feature_extractor_weights"):
+    with pytest.raises(OfflineError, match=r"weights-inception-2015-12-05-6726825d\.pth.*--feature-weights PATH"):
         task.sample_reference(10)
 
 

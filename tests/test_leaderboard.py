@@ -503,5 +503,5 @@ def test_reported_only_task_with_task_option(tmp_path):
     assert [p.name for p in paths] == [f"cifar10.{e}" for e in ("md", "csv", "json", "tex", "png")]
     md = (tmp_path / "lb" / "cifar10.md").read_text()
     assert "| EDM (Heun, 18 steps) | 35 |" in md and "1.97" in md
-    with pytest.raises(FileNotFoundError, match="no results for task nope"):
+    with pytest.raises(KeyError, match="unknown task 'nope'"):
         build(tmp_path / "r", tmp_path / "lb", task="nope")

@@ -92,7 +92,7 @@ def test_ddpo_end_to_end_caches_and_plots(tmp_path):
     assert first["fit_cost"]["nfe"] == 2 * (32 * 5 + 32 * 4)  # rollouts + one recomputation per update
     assert (tmp_path / "r" / "gmm8" / "ddpo" / "nfe5_seed0.reward.png").exists()
     assert json.loads(open(first["path"]).read())["extras"] == ["nfe5_seed0.reward.png"]
-    second = bench.run("ddpo", "gmm8", **kw)[0]
+    second = bench.run("ddpo", "gmm8", resume=False, **kw)[0]  # the fit is reused, the results redone
     assert second["fit_cost"]["reused"] and second["metrics"] == first["metrics"]
     meta = json.loads((Path(first["fit_cost"]["artifact_path"]) / "meta.json").read_text())["meta"]
     task = bench.get_task("gmm8")
@@ -191,7 +191,7 @@ def test_dxmi_end_to_end_caches_and_plots(tmp_path):
     assert first["nfe"] == 4 and first["budget_config"]["steps"] == 4
     assert first["fit_cost"]["nfe"] == 2 * 32 * 4 + 32 * 4  # two rollouts + one sampler update (after warm-up)
     assert (tmp_path / "r" / "gmm8" / "dxmi" / "nfe4_seed0.training.png").exists()
-    second = bench.run("dxmi", "gmm8", **kw)[0]
+    second = bench.run("dxmi", "gmm8", resume=False, **kw)[0]  # the fit is reused, the results redone
     assert second["fit_cost"]["reused"] and second["metrics"] == first["metrics"]
 
 
@@ -240,7 +240,7 @@ def test_qlearning_end_to_end_counts_only_policy_evaluations(tmp_path):
     assert r["status"] == "ok", r.get("error")
     assert r["nfe"] == 4 and r["fit_cost"]["nfe"] == 2 * (32 * 4 + 32 * 4)  # rollout + the policy means with grads
     assert (tmp_path / "r" / "gmm8" / "qlearning" / "nfe4_seed0.training.png").exists()
-    again = bench.run("qlearning", "gmm8", **kw)[0]
+    again = bench.run("qlearning", "gmm8", resume=False, **kw)[0]  # the fit is reused, the results redone
     assert again["fit_cost"]["reused"] and again["metrics"] == r["metrics"]
 
 
@@ -298,7 +298,7 @@ def test_ddpo_lora_end_to_end_stores_only_adapters(tmp_path):
               config=dict(iters=1, batch=16, minibatch=16, lora_rank=2))
     first = bench.run("ddpo", "gmm8", **kw)[0]
     assert first["status"] == "ok", first.get("error")
-    second = bench.run("ddpo", "gmm8", **kw)[0]  # the adapters come back from the cache
+    second = bench.run("ddpo", "gmm8", resume=False, **kw)[0]  # results redone; the adapters from the cache
     assert second["fit_cost"]["reused"] and second["metrics"] == first["metrics"]
     ctx = tiny_ctx(nfe=3)
     base = {k: v.clone() for k, v in ctx.denoiser.inner.state_dict().items()}

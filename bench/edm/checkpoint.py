@@ -283,14 +283,52 @@ def _materialise(obj):
     return obj
 
 
+def _check_file(path, what="checkpoint") -> Path:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; pass the file itself")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is empty")
+    return path
+
+
+class CheckpointError(pickle.UnpicklingError, ValueError):
+    """A file that is not a checkpoint this loader reads: one line, naming it."""
+
+
+def _reason(e: BaseException) -> str:
+    """The telling line of a loader's message, without advice that would run code from the file."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [""]
+    text = next((x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0])
+    if isinstance(e, (EOFError, pickle.UnpicklingError)) and "truncated" in text or isinstance(e, EOFError):
+        return "the file is truncated"
+    if "weights_only" in text or "Weights only load failed" in text or "WeightsUnpickler" in text:
+        return "a tensor payload is not plain tensor data"
+    if text.startswith("refused global"):
+        return text.split(" (")[0]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+NOT_A_CHECKPOINT = "pass a released EDM .pkl or a .safetensors written by `python -m bench convert`"
+
+
 def load_edm_pickle(path) -> dict:
     """Read an EDM ``.pkl`` safely: ``{'ema': <network>, 'loss_fn': {class_name,
-    init_args, init_kwargs}, 'augment_pipe': ..., 'dataset_kwargs': {...}}``."""
-    with open(path, "rb") as f:
-        data = RestrictedUnpickler(f).load()
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an EDM checkpoint dict, got {type(data).__name__}")
-    return _materialise(data)
+    init_args, init_kwargs}, 'augment_pipe': ..., 'dataset_kwargs': {...}}``. Any file that
+    is not one gives a one-line ValueError naming it (never torch's or pickle's advice)."""
+    path = _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            data = RestrictedUnpickler(f).load()
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an EDM checkpoint dict, got {type(data).__name__}")
+        return _materialise(data)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # the file is untrusted input: whatever it makes the loader raise is one line
+        raise CheckpointError(f"{path} is not an EDM checkpoint ({_reason(e)}); {NOT_A_CHECKPOINT}") from None
 
 
 def _init_meta(net) -> dict:
@@ -308,22 +346,38 @@ def save_network(net: torch.nn.Module, out_path, extra_meta: dict | None = None)
     atomic_write_bytes(Path(out_path), safetensors_save(state, metadata=meta))
 
 
-def convert_checkpoint(pkl_path, out_path, key: str = "ema"):
+def convert_checkpoint(pkl_path, out_path, key: str = "ema", force: bool = False):
     """Convert an EDM ``.pkl`` (its ``key`` network) to a ``.safetensors`` file
-    that :func:`load_network` reads."""
-    net = load_edm_pickle(pkl_path).get(key)
+    that :func:`load_network` reads. Never writes over the input, nor over an existing
+    file unless ``force``."""
+    src, out = _check_file(pkl_path), Path(out_path).expanduser()
+    if out.is_dir():
+        raise IsADirectoryError(f"output {out} is a folder; name the .safetensors file to write")
+    if out.exists() and out.resolve() == src.resolve():
+        raise ValueError(f"output {out} is the input checkpoint; name another file")
+    if out.exists() and not force:
+        raise FileExistsError(f"output {out} exists; pass --force to replace it")
+    net = load_edm_pickle(src).get(key)
     if not isinstance(net, torch.nn.Module):
         raise ValueError(f"{pkl_path}: entry {key!r} is not a network")
     save_network(net, out_path, extra_meta=dict(source=Path(pkl_path).name, source_key=key))
 
 
 def _load_safetensors(path) -> torch.nn.Module:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    path = _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a safetensors file ({_reason(e)}); {NOT_A_CHECKPOINT}") from None
     if meta.get("format") != SAFETENSORS_FORMAT:
-        raise ValueError(f"{path}: not a bench.edm network file (format {meta.get('format')!r})")
-    return build_network(meta["class_name"], json.loads(meta["init_args"]), json.loads(meta["init_kwargs"]),
-                         load_file(str(path)))
+        raise ValueError(f"{path}: not a bench.edm network file (format {meta.get('format')!r}); {NOT_A_CHECKPOINT}")
+    try:
+        return build_network(meta["class_name"], json.loads(meta["init_args"]), json.loads(meta["init_kwargs"]),
+                             load_file(str(path)))
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a usable bench.edm network file ({_reason(e)}); "
+                              f"{NOT_A_CHECKPOINT}") from None
 
 
 def load_network(path) -> Denoiser:
