@@ -19,6 +19,13 @@ USER_ERRORS = (UnknownNameError, BudgetError, Unsupported, ValueError, Permissio
                FileExistsError, IsADirectoryError, NotADirectoryError, FetchError, pickle.UnpicklingError)
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage mistake is one line (argparse's default prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 class Formatter(argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, unless it has none worth showing or the help says it."""
 
@@ -78,7 +85,7 @@ def parse_setting(text: str):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=Formatter)
+    p = Parser(prog="python -m bench", description=__doc__, formatter_class=Formatter)
     sub = p.add_subparsers(dest="cmd")
 
     r = sub.add_parser("run", help="run a method on a task", formatter_class=Formatter,

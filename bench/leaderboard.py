@@ -1069,6 +1069,9 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
     results, out = board_paths(results, out, published=published)
     where = ", ".join(map(str, [results] if isinstance(results, (str, Path)) else results))
     loaded, roots = _load(results)
+    if task is not None and not any(r["task"] in (task, task.rpartition("-v")[0]) for r in loaded):
+        base, _, ver = task.rpartition("-v")
+        task_class(base if base and ver.isdigit() else task)  # a name no task has: its close matches
     if not loaded:
         raise FileNotFoundError(f"no result files under {where}: produce some with "
                                 f"`python -m bench run --method edm --task gmm8 --out {where}`")
@@ -1084,7 +1087,6 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
         base, _, ver = task.rpartition("-v")
         name = task if task in names or not (base and ver.isdigit()) else base
         if name not in names:
-            task_class(name)  # a name no task has: its close matches
             raise FileNotFoundError(f"no results for task {task} under {where} (tasks there: "
                                     f"{', '.join(sorted(by_task))}); produce some with "
                                     f"`python -m bench run --task {task} --out {where}`")

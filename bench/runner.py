@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from bench import dist
-from bench.artifacts import ArtifactStore
+from bench.artifacts import ArtifactStore, key_hash
 from bench.denoiser import CountingDenoiser
 from bench.io import atomic_write_bytes, check_writable, json_ready
 from bench.method import BudgetError
@@ -166,7 +166,10 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, device, batch_size, 
         denoiser.reset()
         t0 = time.perf_counter()
         ctx = FitContext(task, denoiser, nfe_budget, device, batch_size, progress)
-        artifact = method.fit(ctx)
+        # torch's global generator (network initialisations) starts from the key: the same fit every time
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(key_hash(key), 16) % 2**63)
+            artifact = method.fit(ctx)
         cost = dict(nfe=denoiser.rows, seconds=time.perf_counter() - t0)
         store.save(key, artifact, cost)
         method.load(artifact)

@@ -69,7 +69,7 @@ import torch
 
 from bench import fidelity
 from bench.datasets import DATA_FLAG, DatasetError, ImageFolder, load_cifar10
-from bench.edm.checkpoint import load_network
+from bench.edm.checkpoint import load_network, untrusted_reason
 from bench.fetch import FetchError, fetch
 from bench.registry import register_task
 from bench.task import Task, Unsupported, np_rng
@@ -106,8 +106,8 @@ def check_weights_file(path) -> Path:
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"feature extractor weights {path} refused: not a plain tensor file "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ValueError(f"feature extractor weights {path} refused: not a plain tensor file ({untrusted_reason(e)}); "
+                         f"{WEIGHTS_HINT}") from None
     return path
 
 

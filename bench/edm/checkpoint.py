@@ -298,7 +298,7 @@ class CheckpointError(pickle.UnpicklingError, ValueError):
     """A file that is not a checkpoint this loader reads: one line, naming it."""
 
 
-def _reason(e: BaseException) -> str:
+def untrusted_reason(e: BaseException) -> str:
     """The telling line of a loader's message, without advice that would run code from the file."""
     lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [""]
     text = next((x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0])
@@ -328,7 +328,7 @@ def load_edm_pickle(path) -> dict:
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:  # the file is untrusted input: whatever it makes the loader raise is one line
-        raise CheckpointError(f"{path} is not an EDM checkpoint ({_reason(e)}); {NOT_A_CHECKPOINT}") from None
+        raise CheckpointError(f"{path} is not an EDM checkpoint ({untrusted_reason(e)}); {NOT_A_CHECKPOINT}") from None
 
 
 def _init_meta(net) -> dict:
@@ -369,14 +369,14 @@ def _load_safetensors(path) -> torch.nn.Module:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:
-        raise CheckpointError(f"{path} is not a safetensors file ({_reason(e)}); {NOT_A_CHECKPOINT}") from None
+        raise CheckpointError(f"{path} is not a safetensors file ({untrusted_reason(e)}); {NOT_A_CHECKPOINT}") from None
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise ValueError(f"{path}: not a bench.edm network file (format {meta.get('format')!r}); {NOT_A_CHECKPOINT}")
     try:
         return build_network(meta["class_name"], json.loads(meta["init_args"]), json.loads(meta["init_kwargs"]),
                              load_file(str(path)))
     except Exception as e:
-        raise CheckpointError(f"{path} is not a usable bench.edm network file ({_reason(e)}); "
+        raise CheckpointError(f"{path} is not a usable bench.edm network file ({untrusted_reason(e)}); "
                               f"{NOT_A_CHECKPOINT}") from None
 
 
