@@ -243,15 +243,15 @@ def _fit(r: dict) -> tuple:
     return src.get("nfe"), src.get("seconds")
 
 
-def _task_info(task: str, metrics: list[str]) -> tuple[str, dict, str]:
-    """(primary metric, higher_is_better, seed aggregate) from the registered task, else the first
-    metric, lower is better, mean."""
-    primary, higher, aggregate = None, {}, "mean"
+def _task_info(task: str, metrics: list[str]) -> tuple[str, dict, str, dict]:
+    """(primary metric, higher_is_better, seed aggregate, metric notes) from the registered task,
+    else the first metric, lower is better, mean, no notes."""
+    primary, higher, aggregate, notes = None, {}, "mean", {}
     try:
-        from bench import get_task
-        t = get_task(task)
+        t = task_class(task)
         primary, higher = t.primary_metric, dict(t.higher_is_better)
         aggregate = getattr(t, "seed_aggregate", "mean")
+        notes = dict(t.metric_notes)
     except (LookupError, ValueError, ImportError) as e:
         warnings.warn(f"task {task} is not registered here ({e}); ranking by its first metric, lower is better",
                       stacklevel=3)
@@ -261,7 +261,7 @@ def _task_info(task: str, metrics: list[str]) -> tuple[str, dict, str]:
         aggregate = "mean"
     if primary not in metrics:
         primary = metrics[0] if metrics else (primary or "")
-    return primary, higher, aggregate
+    return primary, higher, aggregate, notes
 
 
 def _norm_protocol(r: dict) -> dict:
@@ -400,7 +400,7 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
     failed = _dedupe([r for r in rs if r["status"] != "ok"])
     measured_metrics = sorted({m for r in ok for m in r["metrics"]})
     metrics = sorted(set(measured_metrics) | {r["metric"] for r in reported})
-    primary, higher, aggregate = _task_info(name, metrics)
+    primary, higher, aggregate, notes = _task_info(name, metrics)
     rows = _rows(ok, failed, metrics, primary, aggregate, roots)
     table = _table(rows, reported, primary, higher)
     # protocol ids in order of first appearance in the table
@@ -429,6 +429,7 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
                                  sort_keys=True, default=str) for r in ok}) > 1]
     return dict(task=name, version=rs[0].get("task_version") if rs else None, rows=rows, reported=reported,
                 table=table, metrics=metrics, order=order, primary=primary, higher=higher, aggregate=aggregate,
+                notes={m: notes[m] for m in order if m in notes},
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
                 failed=failed, differ=differ, best=_best(rows, primary, higher),
@@ -558,6 +559,9 @@ def _md_bytes(b: dict) -> bytes:
                      + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "") + ".")
     else:
         lines.append("Newest result: none (no measured results for this task yet; reported numbers only).")
+    lines += ["", "Columns: *measured NFE* is the denoiser evaluations per sample, counted, never declared "
+                  "(Heun with N steps spends 2N-1, so a budget of 10 spends 9)"
+              + "".join(f"; *{m}*: {text}" for m, text in b["notes"].items()) + "."]
     if b["differ"]:
         lines += ["", f"**Warning:** the measured results differ in {', '.join(b['differ'])}; rows under different "
                       f"protocols may not be comparable."]

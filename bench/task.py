@@ -41,6 +41,8 @@ class Task:
     primary_metric: str = "w2"
     # metric name -> True when higher is better (the rest: lower is better)
     higher_is_better: dict = {}
+    # metric -> what it means, in a phrase (shown under the leaderboard tables)
+    metric_notes: dict = {}
     tuning_size: int | None = None  # None: unlimited (a sampler of the true distribution)
     options: tuple = ()  # names of the options the task accepts (--checkpoint, --ref-stats, --data)
 

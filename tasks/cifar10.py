@@ -26,10 +26,9 @@ them (``bench.fidelity.to_uint8``). Metrics, through ``bench.fidelity`` (torch-f
 | ``is`` | Inception Score (``logits_unbiased``, 10 splits) | higher | - |
 
 The feature extractor is torch-fidelity's ``inception-v3-compat`` (the TF 2015 Inception-v3
-graph EDM also uses, ported to PyTorch). Its weights (~95 MB) are taken, in order, from the
-task option ``feature_extractor_weights`` (Python API: ``bench.run(..., task_options=
-dict(feature_extractor_weights=PATH))``, passed to torch-fidelity as
-``feature_extractor_weights_path``), from torch-fidelity's own cache
+graph EDM also uses, ported to PyTorch). Its weights (~95 MB) are taken, in order, from
+``--feature-weights PATH`` (the task option ``feature_extractor_weights``, passed to
+torch-fidelity as ``feature_extractor_weights_path``), from torch-fidelity's own cache
 (``torch.hub.get_dir()/checkpoints``), or downloaded from torch-fidelity's release into
 ``$BENCH_CACHE/downloads`` (copy the ``.pth`` there by hand on an offline machine). The file
 must load with ``torch.load(weights_only=True)`` (checked first: torch-fidelity itself loads it
@@ -46,9 +45,11 @@ tuning split (``sample_tuning``) is the disjoint 10,000-image test batch: method
 learn never see the images the metrics compare against. ImageNet-64: the dataset is EDM's
 training zip (the source of ``imagenet-64x64.npz``); a fixed seeded 10,000 images of it (at
 most half of a smaller set) are the tuning split and the rest the reference pool (those tuning
-images are 0.8% of what the official statistics summarise). Without ``--data``,
-``sample_reference`` returns no images (FID needs only the statistics) and ``sample_tuning``
-raises ``Unsupported`` naming ``--data``. Images are float32 in [-1, 1], (3, 32, 32) or
+images are 0.8% of what the official statistics summarise). Without ``--data``, CIFAR-10 is
+downloaded on first use (the official python version, ``cifar-10-python.tar.gz``, into the
+cache); where it cannot be had, and always for ImageNet-64, ``sample_reference`` returns no
+images (FID needs only the statistics) and ``sample_tuning`` raises naming ``--data``. Every file
+a run needs is resolved before any work (``missing_files``): all missing ones in one message. Images are float32 in [-1, 1], (3, 32, 32) or
 (3, 64, 64).
 
 EDM's headline protocol is the minimum FID over three seed sets of 50,000 images: run
