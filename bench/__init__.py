@@ -7,16 +7,17 @@ import importlib.util as _util
 import sys as _sys
 from pathlib import Path as _Path
 
+from bench.registry import SUITE_PACKAGES as _SUITE, suite_folder as _suite_folder
+
 
 def _mount(name: str):
     """Import the suite's own ``tasks/`` and ``methods/`` folders as ``bench.tasks`` and
     ``bench.methods``: under the generic top-level names a user's ``tasks.py`` or
-    ``methods/`` in the working directory (first on ``sys.path``) would shadow them.
-    An installed wheel holds them inside this package; a checkout beside it."""
+    ``methods/`` in the working directory (first on ``sys.path``) would shadow them."""
     full = f"{__name__}.{name}"
-    if full in _sys.modules or (_Path(__file__).parent / name / "__init__.py").is_file():
+    folder = _suite_folder(name)
+    if full in _sys.modules or folder.parent == _Path(__file__).resolve().parent:  # a wheel's own subpackage
         return
-    folder = _Path(__file__).resolve().parent.parent / name
     spec = _util.spec_from_file_location(full, folder / "__init__.py", submodule_search_locations=[str(folder)])
     module = _util.module_from_spec(spec)
     _sys.modules[full] = module
@@ -24,10 +25,10 @@ def _mount(name: str):
     globals()[name] = module
 
 
-_mount("tasks")
-_mount("methods")
+for _name in _SUITE:
+    _mount(_name)
 
 from bench.registry import register_method, register_task  # noqa: E402
-from bench.runner import generate, get_method, get_task, run  # noqa: E402
+from bench.engine.runner import generate, get_method, get_task, run  # noqa: E402
 
 __all__ = ["register_method", "register_task", "get_task", "get_method", "run", "generate"]

@@ -10,7 +10,7 @@ import pickle
 import sys
 import warnings
 
-from bench.fetch import FetchError
+from bench.data.fetch import FetchError
 from bench.method import BudgetError
 from bench.registry import UnknownNameError
 from bench.task import Unsupported
@@ -161,7 +161,7 @@ def main(argv=None):
     p = parser()
     a = p.parse_args(argv)
     warnings.showwarning = _show_warning
-    from bench.runner import Interrupted
+    from bench.engine.runner import Interrupted
     try:
         return _dispatch(a, p)
     except USER_ERRORS as e:
@@ -191,7 +191,7 @@ def _dispatch(a, p):
     if a.cmd == "run":
         return _run(a)
     if a.cmd == "leaderboard":
-        from bench.leaderboard import build
+        from bench.report.leaderboard import build
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning
@@ -200,9 +200,9 @@ def _dispatch(a, p):
             print(path)
         return 0
     if a.cmd == "train-denoiser":
-        from bench.runner import get_task, live_bars
-        from bench.toynet import save_denoiser
-        from bench.train import train_denoiser
+        from bench.engine.runner import get_task, live_bars
+        from bench.nets.toynet import save_denoiser
+        from bench.nets.train import train_denoiser
         task = get_task(a.task)
         log = {}
         net = train_denoiser(task, steps=a.steps, seed=a.seed, log=log, progress=live_bars(True))
@@ -213,7 +213,7 @@ def _dispatch(a, p):
         print(f"wrote {out} (final loss {log['final_loss']:.4f})")
         return 0
     if a.cmd == "train-classifier":
-        from bench.runner import get_task, live_bars
+        from bench.engine.runner import get_task, live_bars
         task = get_task(a.task)
         if not hasattr(task, "train_classifier"):
             raise Unsupported(f"task {task.name} has no classifier to train")
@@ -221,7 +221,7 @@ def _dispatch(a, p):
         print(f"wrote {info['path']} (accuracy {json.dumps(info['accuracy'])})")
         return 0
     if a.cmd == "convert":
-        from bench.edm.checkpoint import convert_checkpoint
+        from bench.nets.edm.checkpoint import convert_checkpoint
         convert_checkpoint(a.checkpoint, a.out, key=a.key, force=a.force)
         print(f"wrote {a.out}")
         return 0
@@ -229,7 +229,7 @@ def _dispatch(a, p):
 
 
 def _run(a) -> int:
-    from bench.runner import run
+    from bench.engine.runner import run
     options = dict(checkpoint=a.checkpoint, ref_stats=a.ref_stats, data=a.data, feature_extractor_weights=a.feature_weights)
     results = run(a.method, a.task, nfe=a.nfe, seeds=a.seeds, samples=a.samples, out=a.out, device=a.device,
                   save_samples=a.save_samples, denoiser=a.denoiser, config=dict(a.settings), label=a.label,

@@ -12,6 +12,17 @@ import difflib
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
+from pathlib import Path
+
+SUITE_PACKAGES = ("tasks", "methods")
+
+
+def suite_folder(name: str) -> Path:
+    """The folder of the suite's own ``tasks`` or ``methods`` (the packages ``bench.tasks`` and
+    ``bench.methods``): inside ``bench`` in an installed wheel, beside it in a checkout."""
+    here = Path(__file__).resolve().parent
+    return here / name if (here / name / "__init__.py").is_file() else here.parent / name
+
 
 _TASKS: dict[str, type] = {}
 _METHODS: dict[str, type] = {}

@@ -32,7 +32,10 @@ def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float
     return torch.cat([t, torch.zeros(1, dtype=torch.float64, device=device)])
 
 
-def _call(denoiser, x, sigma, class_labels):
+def denoise(denoiser, x, sigma, class_labels=None):
+    """D(x, sigma) on a float64 state, the helper for writing samplers: the denoiser sees float32
+    (EDM's convention), the result comes back as float64; ``sigma`` is a number or a per-sample
+    tensor. Each call is one counted denoiser evaluation per sample."""
     s = torch.as_tensor(sigma, dtype=torch.float64).to(x.device)
     s = s.expand(x.shape[0]) if s.ndim == 0 else s
     return denoiser(x.to(torch.float32), s.to(torch.float32), class_labels).to(torch.float64)
@@ -60,7 +63,7 @@ def euler(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None,
     n = len(sigmas) - 1
     for i in range(n):
         x_hat, s_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise)
-        denoised = _call(denoiser, x_hat, s_hat, class_labels)
+        denoised = denoise(denoiser, x_hat, s_hat, class_labels)
         x = x_hat + (sigmas[i + 1] - s_hat) * (x_hat - denoised) / s_hat
         if callback is not None:
             callback(dict(i=i, x=x_hat, sigma=sigmas[i], sigma_hat=s_hat, denoised=denoised))
@@ -77,11 +80,11 @@ def heun(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None,
     n = len(sigmas) - 1
     for i in range(n):
         x_hat, s_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise)
-        denoised = _call(denoiser, x_hat, s_hat, class_labels)
+        denoised = denoise(denoiser, x_hat, s_hat, class_labels)
         d = (x_hat - denoised) / s_hat
         x = x_hat + (sigmas[i + 1] - s_hat) * d
         if sigmas[i + 1] > 0:
-            d_next = (x - _call(denoiser, x, sigmas[i + 1], class_labels)) / sigmas[i + 1]
+            d_next = (x - denoise(denoiser, x, sigmas[i + 1], class_labels)) / sigmas[i + 1]
             x = x_hat + (sigmas[i + 1] - s_hat) * (0.5 * d + 0.5 * d_next)
         if callback is not None:
             callback(dict(i=i, x=x_hat, sigma=sigmas[i], sigma_hat=s_hat, denoised=denoised))
@@ -95,7 +98,7 @@ def dpmpp_2m(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=Non
     x = x.to(torch.float64)
     old = None
     for i in range(len(sigmas) - 1):
-        denoised = _call(denoiser, x, sigmas[i], class_labels)
+        denoised = denoise(denoiser, x, sigmas[i], class_labels)
         if callback is not None:
             callback(dict(i=i, x=x, sigma=sigmas[i], sigma_hat=sigmas[i], denoised=denoised))
         if sigmas[i + 1] == 0:
@@ -124,7 +127,7 @@ def ipndm(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None, 
     x = x.to(torch.float64)
     history = []
     for i in range(len(sigmas) - 1):
-        denoised = _call(denoiser, x, sigmas[i], class_labels)
+        denoised = denoise(denoiser, x, sigmas[i], class_labels)
         if callback is not None:
             callback(dict(i=i, x=x, sigma=sigmas[i], sigma_hat=sigmas[i], denoised=denoised))
         history.insert(0, (x - denoised) / sigmas[i])

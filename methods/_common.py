@@ -104,7 +104,7 @@ def curve_png(path, history: list, keys=("reward",), title: str = "", xlabel: st
     a key to ``(value, label)``, drawn as a dashed reference line in its panel."""
     from matplotlib.figure import Figure
 
-    from bench.plots import save
+    from bench.report.plots import save
     keys = [k for k in keys if any(k in h for h in history)]
     fig = Figure(figsize=(4.2 * max(1, len(keys)), 3.2))
     for j, k in enumerate(keys):

@@ -20,7 +20,7 @@ The policy's log-probability of a step is ``log N(x_{i+1}; mean_i, c_i^2 I)`` of
 
 Reward (``reward="auto"``): the exact log-density ``task.log_prob`` where the task has
 one (the toy mixtures), else the log density ratio of a real-versus-generated
-discriminator at sigma_min (``bench.discriminator``, trained first on the tuning split
+discriminator at sigma_min (``bench.nets.discriminator``, trained first on the tuning split
 against base-sampler samples; those samples count in the fit's NFE). ``reward="disc"``
 forces the discriminator.
 
@@ -37,7 +37,7 @@ alone (a class with a single sample falls back to the batch statistics).
 log-probabilities, ``inner_epochs`` passes over minibatches of ``minibatch`` trajectories.
 Adam, gradient-norm clip ``grad_clip``. ``layers="all"`` trains every weight (toy and
 digits networks); a list of parameter-name substrings trains only those.
-``lora_rank > 0`` trains low-rank adapters instead (``bench.lora``; the paper fine-tunes
+``lora_rank > 0`` trains low-rank adapters instead (``bench.nets.lora``; the paper fine-tunes
 Stable Diffusion through LoRA): ``layers`` then names the linear/conv layers to adapt
 ("all": every one), their weights stay frozen, and only the adapters (rank
 ``lora_rank``, scale ``lora_alpha / lora_rank``; ``lora_alpha=0``: scale 1) learn; the
@@ -70,9 +70,9 @@ import math
 
 import torch
 
-from bench import discriminator as disc_lib
+from bench.nets import discriminator as disc_lib
 from bench import sampling
-from bench.lora import add_lora, adapted_layers, load_lora, lora_state, merge_lora
+from bench.nets.lora import add_lora, adapted_layers, load_lora, lora_state, merge_lora
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
 from ._common import (Charged, TrainingDiverged, check_finite, curve_png, gaussian_logprob, ppo_loss,
@@ -99,7 +99,7 @@ def rollout(model, x, sigmas, *, eta=1.0, class_labels=None, noise=None, generat
     states, lps = [x], []
     n = len(sigmas) - 1
     for i in range(n):
-        x0 = sampling._call(model, x, sigmas[i], class_labels)
+        x0 = sampling.denoise(model, x, sigmas[i], class_labels)
         if i == n - 1 or float(sigmas[i + 1]) == 0:
             x = x0
             break
@@ -123,7 +123,7 @@ def step_logprobs(model, states, sigmas, *, eta=1.0, class_labels=None, rows=Non
         x = states[i] if rows is None else states[i][rows]
         nxt = states[i + 1] if rows is None else states[i + 1][rows]
         lab = None if class_labels is None else (class_labels if rows is None else class_labels[rows])
-        x0 = sampling._call(model, x, sigmas[i], lab)
+        x0 = sampling.denoise(model, x, sigmas[i], lab)
         a, c = step_coeffs(sigmas[i], sigmas[i + 1], eta)
         out.append(gaussian_logprob(nxt, x0 + a * (x - x0), c))
     return torch.stack(out)

@@ -3,7 +3,7 @@
 Fit: draw samples with the base sampler (deterministic EDM Heun at the same NFE
 budget) from fit seeds, and train a time-conditioned discriminator by BCE on
 forward-noised tuning data (1) versus forward-noised samples (0), the noise
-level drawn per example (``bench.discriminator``). Sampling: the denoiser
+level drawn per example (``bench.nets.discriminator``). Sampling: the denoiser
 output gets ``w * sigma^2 * grad_x log(d / (1 - d))`` (the score correction
 in the D-convention) inside the sigma window; weight 2 on the Euler part of
 each Heun step and 0 on the correction, the published defaults. The window is
@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from bench import discriminator as disc_lib
+from bench.nets import discriminator as disc_lib
 from bench import sampling
 from bench.method import Artifact, Method, steps_for
 from bench.registry import register_method
@@ -77,7 +77,7 @@ class DiscriminatorGuidance(Method):
                     sigma_window=[vp_sigma(self.config["time_min"]), vp_sigma(self.config["time_max"])])
 
     def _guided(self, denoiser, x, sigma, weight, class_labels):
-        den = sampling._call(denoiser, x, sigma, class_labels)
+        den = sampling.denoise(denoiser, x, sigma, class_labels)
         lo, hi = vp_sigma(self.config["time_min"]), vp_sigma(self.config["time_max"])
         if weight and lo <= float(sigma) <= hi:
             self.disc.to(x.device)

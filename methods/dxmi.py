@@ -46,7 +46,7 @@ data completely (the energy gap reaches its bound of 1 under the gamma = 1 penal
 sampler collapses: FD 27 at T = 4 against 0.77 untrained. The weight updates are the cause, not
 the learned noise levels: with them frozen (``std_lr=0``, 600 iterations, seed 0) FD was still 6.2.
 
-Networks: E and V are the shared ``bench.discriminator`` networks (an MLP on vectors, a small
+Networks: E and V are the shared ``bench.nets.discriminator`` networks (an MLP on vectors, a small
 CNN on images, so digits works too), V conditioned on the step's noise level ``s_t``, E on
 ``sigma_min``. Every evaluation of the sampler's copy is charged to the harness's counter
 (fit NFE); E and V evaluations are not denoiser evaluations and are not counted.
@@ -60,7 +60,7 @@ import math
 import torch
 from torch import nn
 
-from bench import discriminator as disc_lib
+from bench.nets import discriminator as disc_lib
 from bench import sampling
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
@@ -110,7 +110,7 @@ class Sampler(nn.Module):
 
     def step(self, model, x, t, eps, class_labels=None):
         s, s_next = self.sched[t], self.sched[t + 1]
-        x0 = sampling._call(model, x, s, class_labels)
+        x0 = sampling.denoise(model, x, s, class_labels)
         st = self.std(t)
         a = (s_next**2 - st**2).clamp_min(0).sqrt() / s
         return x0 + a * (x - x0) + st * eps

@@ -32,7 +32,7 @@ the sampler already has (a noise-level embedding, i/N, log |x| and
 log |x - D(x)| normalised by the noise level, the fraction of budget spent);
 the discriminator logit is *not* a default feature (it costs a network call
 per step at inference); the discriminator is the shared MLP/CNN of
-``bench.discriminator``; logits clipped to [-5, 5] before the f-transform.
+``bench.nets.discriminator``; logits clipped to [-5, 5] before the f-transform.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import discriminator as disc_lib
+from bench.nets import discriminator as disc_lib
 from bench import sampling
 from bench.denoiser import Guided
 from bench.method import Artifact, BudgetError, Method, steps_for
@@ -226,12 +226,12 @@ class IRLSampler(Method):
         def D(xx, s, rows=None, guide=True):
             rows = torch.arange(b) if rows is None else rows
             lab = None if class_labels is None else class_labels[rows]
-            out = sampling._call(cond, xx, s, lab)
+            out = sampling.denoise(cond, xx, s, lab)
             cost[rows] += 1
             if w is not None and guide:
                 g = (w[rows] != 1.0).nonzero().squeeze(1)
                 if len(g):
-                    un = sampling._call(denoiser, xx[g], s[g], None)
+                    un = sampling.denoise(denoiser, xx[g], s[g], None)
                     cost[rows[g]] += 1
                     wg = w[rows[g]].reshape(-1, *([1] * (xx.ndim - 1)))
                     out[g] = un + wg * (out[g] - un)
@@ -385,7 +385,7 @@ class IRLSampler(Method):
         meta = getattr(self, "artifact_meta", None)
         if not meta:
             return []
-        from bench.plots import action_distribution
+        from bench.report.plots import action_distribution
         path = result_path.with_suffix(".actions.png")
         action_distribution(path, meta["sigmas"], meta["action_probs"], self.families())
         return [path.name]

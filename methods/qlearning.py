@@ -51,12 +51,12 @@ import math
 
 import torch
 
-from bench import discriminator as disc_lib
+from bench.nets import discriminator as disc_lib
 from bench import sampling
 from bench.denoiser import EDMPrecond
 from bench.method import Artifact, BudgetError, Method
 from bench.registry import register_method
-from bench.toynet import MLPNet
+from bench.nets.toynet import MLPNet
 from ._common import Charged, check_finite, curve_png
 
 __all__ = ["QLearning", "ratio_score", "q_value", "td_errors", "step_noise"]
@@ -129,7 +129,7 @@ class QLearning(Method):
         rec = dict(x=[x], a=[], mu=[])
         for k in range(len(sig) - 1):
             s, s_next = sig[k], sig[k + 1]
-            mu = (sampling._call(model, x, s, class_labels) - x) / s**2
+            mu = (sampling.denoise(model, x, s, class_labels) - x) / s**2
             a = mu
             if explore:
                 a = mu + math.sqrt(th) / s * torch.randn(x.shape, generator=generator, dtype=torch.float64)
@@ -192,7 +192,7 @@ class QLearning(Method):
                 with torch.no_grad():
                     score = ratio_score(xk, s, data)
                     j_next = J(rec["x"][k + 1], k + 1)
-                mu = (sampling._call(model, xk, s, labels) - xk) / s**2
+                mu = (sampling.denoise(model, xk, s, labels) - xk) / s**2
                 j_now = J(xk, k)
                 delta = td_errors(j_next, j_now, ak, score, mu.detach(), s, dlt, th)
                 loss_c = loss_c + (delta**2).mean()  # critic only: mu enters detached

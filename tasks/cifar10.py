@@ -8,7 +8,7 @@
 
 Files. Networks come from ``https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-{NAME}.pkl``
 and reference statistics from ``https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/{NAME}.npz``,
-downloaded on first use into ``$BENCH_CACHE/downloads`` (``bench.fetch``); without network,
+downloaded on first use into ``$BENCH_CACHE/downloads`` (``bench.data.fetch``); without network,
 pass local copies with ``--checkpoint PATH`` (an EDM ``.pkl``, read without running code from
 it, or a ``.safetensors`` from ``python -m bench convert``) and ``--ref-stats PATH`` (an npz
 with ``mu`` and ``sigma``). The network must match the task (shape, classes). Models and
@@ -16,7 +16,7 @@ statistics are NVIDIA's, CC BY-NC-SA 4.0.
 
 Protocol (EDM's): ``default_samples`` = 50,000 generated images per run, class labels uniform
 per sample on the conditional tasks; images quantised to uint8 as EDM's ``generate.py`` writes
-them (``bench.fidelity.to_uint8``). Metrics, through ``bench.fidelity`` (torch-fidelity):
+them (``bench.metrics.fidelity.to_uint8``). Metrics, through ``bench.metrics.fidelity`` (torch-fidelity):
 
 | metric | what | better | needs |
 |---|---|---|---|
@@ -34,7 +34,7 @@ torch-fidelity as ``feature_extractor_weights_path``), from torch-fidelity's own
 must load with ``torch.load(weights_only=True)`` (checked first: torch-fidelity itself loads it
 unrestricted). ``feature_extractor`` names another extractor registered with torch-fidelity
 (the tests use a small stand-in); the reference statistics must come from the same one
-(``bench.fidelity.save_reference_stats``). Everything the evaluation needs (statistics,
+(``bench.metrics.fidelity.save_reference_stats``). Everything the evaluation needs (statistics,
 extractor weights) is resolved and checked before sampling starts, so a missing file fails at
 once. Features are computed on the GPU when there is one.
 
@@ -68,13 +68,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import fidelity
-from bench.datasets import DATA_FLAG, DatasetError, ImageFolder, load_cifar10
-from bench.edm.checkpoint import load_network, untrusted_reason
-from bench.fetch import FetchError, fetch
+from bench.metrics import fidelity
+from bench.data.datasets import DATA_FLAG, DatasetError, ImageFolder, load_cifar10
+from bench.nets.edm.checkpoint import load_network, untrusted_reason
+from bench.data.fetch import FetchError, fetch
 from bench.registry import register_task
 from bench.task import Task, Unsupported, np_rng
-from bench.toynet import sha256
+from bench.nets.toynet import sha256
 
 EDM_URL = "https://nvlabs-fi-cdn.nvidia.com/edm"
 INCEPTION = "inception-v3-compat"

@@ -27,7 +27,7 @@ uniformly per sample (conditional sampling), scored against the 400
 evaluation images. Metrics, in the 64-d penultimate feature space of a small
 CNN classifier trained on the train split only (``digits-cnn``, registered
 with torch-fidelity as a feature extractor; images reach it as torch-fidelity
-uint8 input, see ``bench.fidelity``):
+uint8 input, see ``bench.metrics.fidelity``):
 
 | metric | what | better |
 |---|---|---|
@@ -45,7 +45,7 @@ images drawn with replacement, NFE 0) gives the noise floor (FD about 0.32 at
 2000 samples; KID at the floor is slightly negative, as an unbiased estimate
 of 0 should be).
 
-Denoiser ``learned``: ``bench.unet_small.SmallUNet`` (32/64 channels at 8x8/4x4,
+Denoiser ``learned``: ``bench.nets.unet_small.SmallUNet`` (32/64 channels at 8x8/4x4,
 346k parameters) in EDM preconditioning (sigma_data 0.5; the data's std is
 0.75), trained with label dropout 0.1 by ``python -m bench train-denoiser
 --task digits`` (hyperparameters: ``Digits.train_config``; about 5.5 minutes
@@ -67,11 +67,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import fidelity
+from bench.metrics import fidelity
 from bench.denoiser import Denoiser, EDMPrecond, copy_meta
 from bench.registry import register_task
 from bench.task import Task, Unsupported, np_rng
-from bench.toynet import load_denoiser, load_weights, save_weights, sha256
+from bench.nets.toynet import load_denoiser, load_weights, save_weights, sha256
 
 WEIGHTS = Path(__file__).parent / "weights"
 SPLIT_SIZES = dict(evaluation=400, tuning=300)  # train: the remaining 1097
@@ -322,7 +322,7 @@ class Digits(Task):
         return x[pick].to(torch.float64)
 
     def build_denoiser(self):
-        from bench.unet_small import SmallUNet
+        from bench.nets.unet_small import SmallUNet
         net = SmallUNet(num_classes=10, **self.net_config)
         return EDMPrecond(net, shape=self.shape, num_classes=10, sigma_data=self.sigma_data, has_uncond=True)
 

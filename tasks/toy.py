@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import metrics as M
+from bench.metrics import toy as M
 from bench.denoiser import Denoiser, EDMPrecond
 from bench.registry import register_task
 from bench.task import Task, np_rng
-from bench.toynet import MLPNet, load_denoiser
+from bench.nets.toynet import MLPNet, load_denoiser
 
 WEIGHTS = Path(__file__).parent / "weights"
 

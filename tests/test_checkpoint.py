@@ -1,4 +1,4 @@
-"""Tests of bench.edm.checkpoint: EDM-format pickles are built here the way
+"""Tests of bench.nets.edm.checkpoint: EDM-format pickles are built here the way
 NVlabs/edm's torch_utils.persistence writes them (every persistent object
 reduces to ``torch_utils.persistence._reconstruct_persistent_obj(meta)``, meta
 holding the module source, the class name and the object's ``__dict__`` with
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.edm import checkpoint
-from bench.edm.checkpoint import convert_checkpoint, load_edm_pickle, load_network
-from bench.edm.networks import NETWORK_CLASSES, DhariwalUNet, EDMPrecond, SongUNet, VEPrecond, VPPrecond, iDDPMPrecond
+from bench.nets.edm import checkpoint
+from bench.nets.edm.checkpoint import convert_checkpoint, load_edm_pickle, load_network
+from bench.nets.edm.networks import NETWORK_CLASSES, DhariwalUNet, EDMPrecond, SongUNet, VEPrecond, VPPrecond, iDDPMPrecond
 
 SONG = dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8], dropout=0.1)
 DDPMPP = dict(SONG, model_type="SongUNet", embedding_type="positional", encoder_type="standard",

@@ -8,9 +8,9 @@ import scipy.linalg
 import torch
 
 import bench
-from bench import fidelity
+from bench.metrics import fidelity
 from bench.denoiser import Guided
-from bench.toynet import load_denoiser, load_weights, save_denoiser, sha256
+from bench.nets.toynet import load_denoiser, load_weights, save_denoiser, sha256
 from bench.tasks import digits
 from tolerance import reorder_atol
 
@@ -91,14 +91,14 @@ def test_unet_weight_file_roundtrip_and_allow_list(tmp_path):
     with torch.no_grad():
         assert torch.equal(d(x, s, torch.tensor([0, 5, 10])), back(x, s, torch.tensor([0, 5, 10])))
     state, meta = load_weights(tmp_path / "u.safetensors")
-    from bench.toynet import save_weights
+    from bench.nets.toynet import save_weights
     save_weights(state, tmp_path / "evil.safetensors", dict(meta, arch="os.system"))
     with pytest.raises(ValueError, match="unknown network architecture"):
         load_denoiser(tmp_path / "evil.safetensors")
 
 
 def test_train_config_comes_from_the_task():
-    from bench.train import train_config, train_denoiser
+    from bench.nets.train import train_config, train_denoiser
     task = bench.get_task("digits")
     assert train_config(task) == dict(train_config(bench.get_task("gmm8")), **task.train_config)
     log = {}

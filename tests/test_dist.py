@@ -77,7 +77,7 @@ def test_failure_on_one_rank_neither_hangs_nor_mixes_seeds(tmp_path, single):
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent("""
         import os, sys
-        import bench.runner as runner
+        import bench.engine.runner as runner
         from bench.cli import main
         generate = runner.generate
         def failing(sample_fn, task, denoiser, n, seed, **kw):

@@ -1,4 +1,4 @@
-"""Tests of bench.edm.networks: parameter names and shapes of the released EDM
+"""Tests of bench.nets.edm.networks: parameter names and shapes of the released EDM
 configurations (NVlabs/edm training/networks.py and train.py presets), the
 resampling and attention arithmetic against plain references, the
 preconditioner formulas of EDM Table 1, label handling, and the bench
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from bench import sampling
 from bench.denoiser import CountingDenoiser, Denoiser
-from bench.edm.networks import (Conv2d, DhariwalUNet, EDMPrecond, SongUNet, UNetBlock, VEPrecond, VPPrecond,
+from bench.nets.edm.networks import (Conv2d, DhariwalUNet, EDMPrecond, SongUNet, UNetBlock, VEPrecond, VPPrecond,
                                 attention_weights, iDDPMPrecond)
 from tolerance import EPS32, reorder_atol
 

@@ -144,7 +144,7 @@ def test_device_cuda_without_a_gpu_is_one_line(capsys, tmp_path):
 
 
 def test_out_whose_task_folder_is_a_file_fails_before_sampling(capsys, tmp_path, monkeypatch):
-    import bench.runner as runner
+    import bench.engine.runner as runner
     (tmp_path / "gmm8").write_text("a file where the task's folder goes")
     monkeypatch.setattr(runner, "generate", lambda *a, **k: pytest.fail("sampled before checking --out"))
     assert "--out" in one_line_error(capsys, ["run", "--nfe", 5, "--seeds", 0, "--out", tmp_path])
@@ -180,7 +180,7 @@ SMALL = dict(samples=64, denoiser="exact", progress=False)
 
 def test_a_killed_run_reruns_only_the_missing_results(tmp_path, monkeypatch):
     import bench
-    import bench.runner as runner
+    import bench.engine.runner as runner
     one, calls = runner._one, []
 
     def dying(m, t, counted, denoiser_name, b, s, *args):
@@ -210,7 +210,7 @@ def test_a_killed_run_reruns_only_the_missing_results(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_is_one_line_saying_what_was_kept(capsys, tmp_path, monkeypatch):
-    import bench.runner as runner
+    import bench.engine.runner as runner
     from bench.cli import main
 
     def interrupt(*a):
@@ -294,7 +294,7 @@ def test_every_option_says_what_it_does(capsys):
 
 def test_a_long_fit_says_how_long_it_will_take(capsys, monkeypatch):
     import bench
-    import bench.runner as runner
+    import bench.engine.runner as runner
     monkeypatch.setattr(runner, "ANNOUNCE_FIT_S", 0.0)
     task = bench.get_task("gmm8")
     ctx = runner.FitContext(task, None, 10, "cpu", 100, progress=False)

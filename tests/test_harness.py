@@ -11,7 +11,7 @@ import bench
 from bench import registry
 from bench.cli import main, parse_ints
 from bench.method import BudgetError, SolverMethod
-from bench.results import load_results, write_result
+from bench.engine.results import load_results, write_result
 
 SMALL = dict(samples=300, progress=False)
 
@@ -151,7 +151,7 @@ class _nowarn:
 def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
     write_result(path, dict(status="ok", value=1))
-    import bench.io as bio
+    import bench.engine.io as bio
 
     def boom(*a, **k):
         raise OSError("disk full")

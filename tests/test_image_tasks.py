@@ -1,5 +1,5 @@
 """The image tasks (cifar10, cifar10-cond, imagenet64) and what they stand on: downloads
-(bench.fetch), the published dataset formats (bench.datasets), the convert subcommand.
+(bench.data.fetch), the published dataset formats (bench.data.datasets), the convert subcommand.
 
 Nothing here touches the real network: downloads go to a local ``http.server`` on
 127.0.0.1 or to a closed local port (through ``BENCH_URL_BASE``), the EDM network is a
@@ -30,11 +30,11 @@ import pytest
 import torch
 
 import bench
-from bench import fidelity
+from bench.metrics import fidelity
 from bench.cli import main as cli_main
-from bench.datasets import DatasetError, ImageFolder, load_cifar10, load_image_folder, read_cifar10_batch
-from bench.edm.networks import NETWORK_CLASSES, VPPrecond
-from bench.fetch import FetchError, OfflineError, cache_dir, fetch
+from bench.data.datasets import DatasetError, ImageFolder, load_cifar10, load_image_folder, read_cifar10_batch
+from bench.nets.edm.networks import NETWORK_CLASSES, VPPrecond
+from bench.data.fetch import FetchError, OfflineError, cache_dir, fetch
 from bench.task import Unsupported
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def offline(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# bench.fetch
+# bench.data.fetch
 # ---------------------------------------------------------------------------------------------
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes
@@ -162,7 +162,7 @@ def test_fetch_mirror_and_default_cache(server, monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# bench.datasets
+# bench.data.datasets
 # ---------------------------------------------------------------------------------------------
 
 def py2_pickle(d: dict) -> bytes:
@@ -488,7 +488,7 @@ def test_cifar10_end_to_end_with_local_files(offline, checkpoints, ref_stats, ti
     on_disk = json.loads(Path(r["path"]).read_text())
     assert on_disk["metrics"]["fid"] == r["metrics"]["fid"]
     proto = on_disk["protocol"]
-    from bench.toynet import sha256
+    from bench.nets.toynet import sha256
     assert proto["reference_stats"]["sha256"] == sha256(ref_stats) and proto["reference_stats"]["dim"] == 6
     assert proto["feature_extractor"]["name"] == TINY_FE and proto["n_samples"] == 64
     assert proto["checkpoint"]["sha256"] == sha256(checkpoints["uncond"])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.leaderboard import build
-from bench.results import REQUIRED
+from bench.report.leaderboard import build
+from bench.engine.results import REQUIRED
 
 T975_2 = 4.302652729749464  # Student t, 0.975 quantile, 2 degrees of freedom
 PROTOCOL = dict(n_samples=500, n_reference=500, reference="gmm8-v1 split 'ref', seed 0",
@@ -388,7 +388,7 @@ def test_sample_grid_same_seed_and_indices_across_methods(images):
 
 def test_npz_head_reads_only_the_first_rows(tmp_path):
     import numpy as np
-    from bench.leaderboard import _npz_head
+    from bench.report.leaderboard import _npz_head
     x = np.random.default_rng(0).standard_normal((50, 1, 8, 8)).astype(np.float32)
     np.savez_compressed(tmp_path / "s.npz", x=x, labels=np.arange(50))
     head, shape = _npz_head(tmp_path / "s.npz", "x", 10)

@@ -1,4 +1,4 @@
-"""bench.lora: zero change at init, frozen base weights, the adapted weight against an
+"""bench.nets.lora: zero change at init, frozen base weights, the adapted weight against an
 independent F.linear / F.conv2d computation, merging, save/load, the EDM networks."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.edm import networks as edm
-from bench.lora import LoRADelta, adapted_layers, add_lora, load_lora, lora_state, merge_lora
+from bench.nets.edm import networks as edm
+from bench.nets.lora import LoRADelta, adapted_layers, add_lora, load_lora, lora_state, merge_lora
 from tolerance import EPS32, reorder_atol
 
 TINY_SONG = dict(model_type="SongUNet", embedding_type="positional", encoder_type="standard",

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import bench
-from bench import discriminator as disc_lib
+from bench.nets import discriminator as disc_lib
 from bench.denoiser import CountingDenoiser, EDMPrecond
 from bench.method import BudgetError
 from bench.task import Unsupported
-from bench.toynet import MLPNet
+from bench.nets.toynet import MLPNet
 from bench.methods.irl import IRLSampler, Policy, advantages, policy_loss
 from bench.methods.restart import Restart, restart_nfe
 

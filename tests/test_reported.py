@@ -1,4 +1,4 @@
-"""Published numbers (leaderboards/reported.csv, bench.reported): the data itself, loading, and their
+"""Published numbers (leaderboards/reported.csv, bench.report.reported): the data itself, loading, and their
 place in the leaderboards: beside the measured rows, labelled with their source, never in a measured mean."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.leaderboard import build
-from bench.reported import COLUMNS, DEFAULT_PATH, load_reported
+from bench.report.leaderboard import build
+from bench.report.reported import COLUMNS, DEFAULT_PATH, load_reported
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "references.md"
 SECTION8 = {  # references.md section 8: few-step solvers on EDM's CIFAR-10 uncond net, FID at NFE 5, 6, 8, 10

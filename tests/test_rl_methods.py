@@ -8,8 +8,8 @@ import torch
 
 import bench
 from bench.denoiser import CountingDenoiser, EDMPrecond
-from bench.runner import FitContext
-from bench.toynet import MLPNet
+from bench.engine.runner import FitContext
+from bench.nets.toynet import MLPNet
 from bench.methods._common import Charged, TrainingDiverged, check_finite
 from bench.methods.ddpo import DDPO, normalise_advantages, ppo_loss, rollout, step_coeffs, step_logprobs
 
@@ -321,8 +321,8 @@ def test_ddpo_lora_end_to_end_stores_only_adapters(tmp_path):
 def test_ddpo_lora_on_a_tiny_edm_network_with_the_image_presets():
     from types import SimpleNamespace
 
-    from bench.edm import networks as edm
-    from bench.lora import add_lora, adapted_layers
+    from bench.nets.edm import networks as edm
+    from bench.nets.lora import add_lora, adapted_layers
     presets = {t: DDPO(SimpleNamespace(name=t)).config for t in ("cifar10", "cifar10-cond", "imagenet64")}
     assert all(c["lora_rank"] == 4 for c in presets.values())
     song = dict(model_type="SongUNet", model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4],

@@ -6,7 +6,7 @@ import io
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.io import atomic_write_bytes
+from bench.engine.io import atomic_write_bytes
 
 
 def save(fig: Figure, path):

@@ -18,19 +18,9 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from bench.denoiser import EDMPrecond
-from bench.io import atomic_write_bytes, atomic_write_json
-
-
-class FourierEmbedding(nn.Module):
-    """Sinusoidal embedding of the scalar c_noise = ln(sigma)/4 at fixed frequencies."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(100.0), dim // 2)))
-
-    def forward(self, t):
-        a = t[:, None].float() * self.freqs[None, :]
-        return torch.cat([a.sin(), a.cos()], dim=1)
+from bench.nets.embedding import FourierEmbedding
+from bench.nets.unet_small import SmallUNet
+from bench.engine.io import atomic_write_bytes, atomic_write_json
 
 
 class MLPNet(nn.Module):
@@ -80,7 +70,6 @@ def _arch(name: str):
     if name == "MLPNet":
         return MLPNet
     if name == "SmallUNet":
-        from bench.unet_small import SmallUNet
         return SmallUNet
     raise ValueError(f"unknown network architecture {name!r} in a weight file; known: {', '.join(ARCHS)}")
 

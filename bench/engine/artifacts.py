@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from bench.io import atomic_write_bytes, atomic_write_json, json_ready
+from bench.engine.io import atomic_write_bytes, atomic_write_json, json_ready
 from bench.method import Artifact
 
 TENSORS, META = "tensors.safetensors", "meta.json"

@@ -12,7 +12,7 @@ statistics file, feature extractor, NFE convention, seeds) and what is not;
 the measured ones, labelled "reported" with their source, and never use them in
 a measured mean, interval, ranking or "best" marker.
 
-    from bench.reported import load_reported
+    from bench.report.reported import load_reported
     rows = load_reported()            # the repository's file
     rows = load_reported("my.csv")    # another one
 """
@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 COLUMNS = ("method", "task", "nfe", "metric", "value", "protocol", "source")
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "leaderboards" / "reported.csv"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "leaderboards" / "reported.csv"
 
 
 def load_reported(path=DEFAULT_PATH) -> list[dict]:

@@ -10,7 +10,7 @@ N(0, 1/fan_in) by a generator of fixed seed; ``W`` is frozen and only ``A`` and 
 The adapted weight is computed where the layer reads ``self.weight``
 (``torch.nn.utils.parametrize``), so it works whatever the layer's forward does with its weight:
 ``torch.nn.Linear``/``Conv2d`` and the EDM networks' own ``Linear``/``Conv2d``
-(:mod:`bench.edm.networks`), whose forwards cast ``self.weight`` and call ``torch.nn.functional``.
+(:mod:`bench.nets.edm.networks`), whose forwards cast ``self.weight`` and call ``torch.nn.functional``.
 
 - :func:`add_lora` attaches adapters to the layers whose qualified name contains a target
   substring and returns the adapter parameters' names (as ``net.named_parameters()`` gives them);
@@ -32,7 +32,7 @@ __all__ = ["LoRADelta", "add_lora", "adapted_layers", "is_supported", "lora_stat
 
 
 def _layer_types() -> tuple:
-    from bench.edm import networks as edm
+    from bench.nets.edm import networks as edm
     return nn.Linear, nn.Conv2d, edm.Linear, edm.Conv2d
 
 

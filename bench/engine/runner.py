@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import dist
-from bench.artifacts import ArtifactStore, key_hash
+from bench.engine import dist
+from bench.engine.artifacts import ArtifactStore, key_hash
 from bench.denoiser import CountingDenoiser
-from bench.io import atomic_write_bytes, check_writable, json_ready
+from bench.engine.io import atomic_write_bytes, check_writable, json_ready
 from bench.method import BudgetError
 from bench.noise import Noise
 from bench.registry import method_class, task_class
-from bench.results import SCHEMA, code_version, git_sha, now, result_path, versions, write_result
+from bench.engine.results import SCHEMA, code_version, git_sha, now, result_path, versions, write_result
 from bench.task import Task, Unsupported
 
 FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it

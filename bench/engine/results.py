@@ -15,7 +15,8 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.io import atomic_write_json
+from bench.engine.io import atomic_write_json
+from bench.registry import SUITE_PACKAGES, suite_folder
 
 SCHEMA = 1
 REQUIRED = ("method", "task", "nfe_budget", "seed", "status", "metrics", "nfe")
@@ -46,8 +47,7 @@ def write_result(path: Path, result: dict) -> Path:
 def code_version() -> str:
     """sha256 (16 hex digits) of the suite's code: every source file of bench, its tasks and
     methods, and the shipped weights' manifest. A result is redone only when this changed."""
-    import bench
-    roots = [Path(bench.__file__).parent, *map(Path, bench.tasks.__path__), *map(Path, bench.methods.__path__)]
+    roots = [Path(__file__).resolve().parents[1], *(suite_folder(name) for name in SUITE_PACKAGES)]
     h = hashlib.sha256()
     for root in roots:
         files = sorted(p for p in root.rglob("*") if p.suffix == ".py" or p.name == "manifest.json")
@@ -61,7 +61,7 @@ def code_version() -> str:
 
 @functools.lru_cache(maxsize=None)
 def git_sha() -> str:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=10)

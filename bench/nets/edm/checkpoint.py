@@ -26,7 +26,7 @@ globals, each mapped to a function of ours that builds inert data:
 
 Any other global (``posix.system``, ``builtins.exec``, ...) is refused with an
 ``pickle.UnpicklingError`` naming it, before it is looked up. A network is then
-built from the project's own classes (:mod:`bench.edm.networks`) by name, from
+built from the project's own classes (:mod:`bench.nets.edm.networks`) by name, from
 the recorded constructor arguments, and its weights are loaded with
 ``strict=True``.
 """
@@ -46,10 +46,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
 
 from bench.denoiser import Denoiser
-from bench.edm.networks import NETWORK_CLASSES
-from bench.io import atomic_write_bytes
+from bench.nets.edm.networks import NETWORK_CLASSES
+from bench.engine.io import atomic_write_bytes
 
-SAFETENSORS_FORMAT = "bench.edm/1"
+SAFETENSORS_FORMAT = "bench.edm/1"  # the format tag written into converted files (kept from before the move)
 EDM_PERSISTENCE_VERSION = 6
 
 
@@ -184,7 +184,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(
-                f"refused global '{module}.{name}': not on the allow-list of bench.edm.checkpoint "
+                f"refused global '{module}.{name}': not on the allow-list of bench.nets.edm.checkpoint "
                 f"(EDM checkpoints are read without running code from the file)") from None
 
     def persistent_load(self, pid):
@@ -338,7 +338,7 @@ def _init_meta(net) -> dict:
 
 
 def save_network(net: torch.nn.Module, out_path, extra_meta: dict | None = None):
-    """Write a network of :mod:`bench.edm.networks` as safetensors: the
+    """Write a network of :mod:`bench.nets.edm.networks` as safetensors: the
     weights, and its class name and constructor arguments as JSON metadata
     (so the file carries no code)."""
     meta = {**_init_meta(net), **{k: str(v) for k, v in (extra_meta or {}).items()}}

@@ -11,7 +11,7 @@ extractors take.
 Features are extracted by torch-fidelity's own code path
 (``create_feature_extractor`` + ``get_featuresdict_from_dataset``); the
 metrics then come from torch-fidelity's metric functions, except the Fréchet
-distance, which is ``bench.metrics.frechet_distance`` on float64 mean and
+distance, which is ``bench.metrics.toy.frechet_distance`` on float64 mean and
 covariance (scipy ``sqrtm``), so that it can also be taken against precomputed
 statistics (an ``.npz`` with keys ``mu`` and ``sigma``, EDM's and
 torch-fidelity's convention; ``save_reference_stats`` writes one).
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.metrics import feature_stats, frechet_distance
+from bench.metrics.toy import feature_stats, frechet_distance
 
 FEATURE_METRICS = ("fd", "kid", "precision", "recall")
 ALL_METRICS = FEATURE_METRICS + ("is",)

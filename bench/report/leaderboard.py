@@ -1,7 +1,7 @@
 """Leaderboards: per task a markdown page, CSV, JSON, LaTeX table, plot and sample grid,
 plus an index (``README.md``), built from result files and the published numbers.
 
-    from bench.leaderboard import build
+    from bench.report.leaderboard import build
     build("results")                                  # every task, every format, into results/leaderboards
     build("results", task="gmm8", formats="latex")    # one task, one format
     build(published=True)                             # the published boards: leaderboards/ from leaderboards/results
@@ -19,7 +19,7 @@ metric as well. Two results of the same (task, label, budget, seed) are never
 averaged: the newest is kept, with a warning naming both files; unreadable,
 truncated, old-schema or malformed result files are skipped with a warning.
 
-Reported rows (``bench.reported``, ``leaderboards/reported.csv``): published
+Reported rows (``bench.report.reported``, ``leaderboards/reported.csv``): published
 numbers, shown beside the measured rows, labelled "reported" with their source,
 never part of a mean, interval, ranking or "best" marker. A task with reported
 numbers but no measured results still gets its page.
@@ -54,16 +54,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.io import atomic_write_bytes
-from bench.reported import DEFAULT_PATH as REPORTED_CSV
+from bench.engine.io import atomic_write_bytes
+from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.registry import task_class
-from bench.reported import load_reported
-from bench.results import SCHEMA, load_results
+from bench.report.reported import load_reported
+from bench.engine.results import SCHEMA, load_results
 
 CI_LEVEL = 0.95
 FORMATS = ("md", "csv", "json", "tex", "png")
 _ALIASES = {"markdown": "md", "latex": "tex", "plot": "png", "plots": "png"}
-GENERATOR = "bench.leaderboard"
+GENERATOR = "bench.leaderboard"  # the mark of a generated JSON file (kept from before the move)
 RESERVED = {"README", "reported"}  # names of files under out that are not a task's
 PUBLISHED = REPORTED_CSV.parent  # the published boards (leaderboards/), beside their results and reported.csv
 PUBLISHED_RESULTS = PUBLISHED / "results"

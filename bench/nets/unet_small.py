@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.toynet import FourierEmbedding
+from bench.nets.embedding import FourierEmbedding
 
 
 def _norm(ch: int) -> nn.GroupNorm:
