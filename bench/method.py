@@ -97,9 +97,11 @@ class Method:
         if unknown:
             raise ValueError(f"method {self.name} has no setting {', '.join(sorted(unknown))}; "
                              f"its settings are {', '.join(sorted(cfg)) or 'none'}")
+        base = dict(cfg)
         for k, v in config.items():
             cfg[k] = _typed(self.name, k, cfg[k], v, self.choices.get(k), self.types.get(k))
         self.config = cfg
+        self.changed = {k: v for k, v in cfg.items() if v != base[k]}  # settings that differ from the published
 
     # fit ------------------------------------------------------------------
     def fit(self, ctx) -> Artifact:
@@ -122,6 +124,11 @@ class Method:
         """The configuration the budget selects (for the result file); raises BudgetError
         when the budget cannot hold the method."""
         return {}
+
+    def privileged(self) -> str | None:
+        """What the method uses that no real task offers (a true density), or None. Results
+        carry it, and every leaderboard row built from them is marked privileged."""
+        return None
 
     def validate(self, denoiser, nfe_budget: int):
         """Check the configuration against the denoiser (its sigma range) before any work."""

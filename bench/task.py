@@ -107,6 +107,12 @@ class Task:
         """name -> value of each metric (only ``names`` when given)."""
         raise Unsupported(f"task {self.name} defines no metrics")
 
+    def score_against(self, x, labels, ref_x, ref_labels) -> float:
+        """The primary metric of samples against a sample set (a method's selection score on
+        the tuning split): by default ``metrics`` with ``ref_x`` as the reference. A task whose
+        primary metric uses knowledge no sampler may (a true density) scores two-sample here."""
+        return self.metrics(x, labels, ref_x, ref_labels, names=[self.primary_metric])[self.primary_metric]
+
     def protocol(self, n_samples: int, n_reference: int) -> dict:
         return dict(reference="sample_reference", n_samples=n_samples, n_reference=n_reference)
 

@@ -18,11 +18,12 @@ sigma form::
 The policy's log-probability of a step is ``log N(x_{i+1}; mean_i, c_i^2 I)`` of the
 *stored* next state, averaged over dimensions as DDPO does.
 
-Reward (``reward="auto"``): the exact log-density ``task.log_prob`` where the task has
-one (the toy mixtures), else the log density ratio of a real-versus-generated
+Reward (``reward="disc"``, the default): the log density ratio of a real-versus-generated
 discriminator at sigma_min (``bench.nets.discriminator``, trained first on the tuning split
-against base-sampler samples; those samples count in the fit's NFE). ``reward="disc"``
-forces the discriminator.
+against base-sampler samples; those samples count in the fit's NFE), as on a real task.
+``reward="logprob"`` is the exact log-density ``task.log_prob`` of the toy mixtures: knowledge
+no real task offers, so its results are marked privileged (and it optimises E_q[log p], which
+is highest when the samples pile on the mode centres).
 
 Learning: per iteration, ``batch`` trajectories from the current copy; advantages are
 the rewards normalised, then clipped to +-``adv_clip``. Unconditional tasks: over the
@@ -179,14 +180,14 @@ class DDPO(Method):
     needs = ("tuning",)
     has_fit = True
     fit_version = 3  # 2: running per-class reward buffer, LoRA; 3: reward_data
-    defaults = dict(variant="is", eta=1.0, rho=7.0, reward="auto", iters=60, batch=256, minibatch=64,
+    defaults = dict(variant="is", eta=1.0, rho=7.0, reward="disc", iters=60, batch=256, minibatch=64,
                     inner_epochs=1, lr=1e-4, ppo_clip=0.05, adv_clip=5.0, grad_clip=1.0, layers="all",
                     lora_rank=0, lora_alpha=0.0, buffer=16, buffer_min=16,
                     reward_limit=1e6, tune_samples=2000, disc_steps=1000, disc_batch=512, disc_lr=1e-3,
                     disc_width=128, seed=0)
     presets = {task: dict(lora_rank=4, layers=list(EDM_LORA_LAYERS))
                for task in ("cifar10", "cifar10-cond", "imagenet64")}
-    choices = dict(variant=("is", "sf"), reward=("auto", "logprob", "disc"))
+    choices = dict(variant=("is", "sf"), reward=("disc", "logprob"))
     types = dict(layers=(str, list))  # "all", or the names of the layers to train
 
     def __init__(self, task=None, **config):
@@ -217,11 +218,14 @@ class DDPO(Method):
     # -- reward ---------------------------------------------------------------------------
     def reward_mode(self, task):
         mode = self.config["reward"]
-        if mode == "auto":
-            mode = "logprob" if hasattr(task, "log_prob") else "disc"
         if mode == "logprob" and not hasattr(task, "log_prob"):
             raise ValueError(f"task {task.name} has no exact log-density; use reward=disc")
         return mode
+
+    def privileged(self):
+        if self.config["reward"] == "logprob":
+            return "reward = the task's exact log-density"
+        return None
 
     def reward(self, task, x, labels=None):
         """Per-sample reward of final samples ``x`` (float64, [batch])."""
@@ -248,8 +252,8 @@ class DDPO(Method):
     # -- fit ------------------------------------------------------------------------------
     def fit(self, ctx):
         c = self.config
-        torch.manual_seed(c["seed"])
-        g = torch.Generator().manual_seed(c["seed"])
+        torch.manual_seed(ctx.torch_seed(c["seed"]))
+        g = torch.Generator().manual_seed(ctx.torch_seed(c["seed"]))
         task, den = ctx.task, ctx.denoiser
         sig = self.sigmas(den, ctx.nfe_budget).to(ctx.device)
         self._sigma_min = den.sigma_min
@@ -265,7 +269,8 @@ class DDPO(Method):
                 fake, _ = ctx.generate(base, c["tune_samples"])
             self.disc = disc_lib.for_shape(den.shape, den.sigma_data, width=c["disc_width"])
             meta["disc_log"] = disc_lib.train(self.disc, real, fake, steps=c["disc_steps"], batch=c["disc_batch"],
-                                              lr=c["disc_lr"], seed=c["seed"], sigmas=[den.sigma_min],
+                                              lr=c["disc_lr"], seed=ctx.torch_seed(c["seed"]),
+                                              sigmas=[den.sigma_min],
                                               progress=ctx.progress, desc="ddpo reward discriminator")
             self.disc.eval().requires_grad_(False)
             meta["disc"] = self.disc.config
@@ -276,7 +281,8 @@ class DDPO(Method):
         net = self._copy(den, ctx.device)
         if c["lora_rank"]:
             spec = self._lora_spec()
-            names = add_lora(net, spec["targets"], rank=spec["rank"], alpha=spec["alpha"], seed=c["seed"])
+            names = add_lora(net, spec["targets"], rank=spec["rank"], alpha=spec["alpha"],
+                             seed=ctx.torch_seed(c["seed"]))
             meta.update(lora=spec, adapted=list(adapted_layers(net)))
         else:
             names = select_params(net, c["layers"], "ddpo")

@@ -60,7 +60,8 @@ class DiscriminatorGuidance(Method):
         den = ctx.denoiser
         disc = disc_lib.for_shape(den.shape, den.sigma_data, width=c["disc_width"])
         log = disc_lib.train(disc, real, fake, steps=c["disc_steps"], batch=c["disc_batch"], lr=c["disc_lr"],
-                             seed=c["disc_seed"], progress=ctx.progress, desc=f"dg discriminator nfe={ctx.nfe_budget}",
+                             seed=ctx.torch_seed(c["disc_seed"]), progress=ctx.progress,
+                             desc=f"dg discriminator nfe={ctx.nfe_budget}",
                              sigma_sampler=lambda m, g: disc_lib.sample_sigma(m, g, sigma_min=den.sigma_min,
                                                                               sigma_max=den.sigma_max))
         return Artifact(meta=dict(disc=disc.config, train_log=log, n_real=len(real), n_fake=len(fake)),

@@ -163,8 +163,8 @@ class DxMI(Method):
 
     def fit(self, ctx):
         c = self.config
-        torch.manual_seed(c["seed"])
-        g = torch.Generator().manual_seed(c["seed"])
+        torch.manual_seed(ctx.torch_seed(c["seed"]))
+        g = torch.Generator().manual_seed(ctx.torch_seed(c["seed"]))
         task, den, dev = ctx.task, ctx.denoiser, ctx.device
         sampler = self._build(den, ctx.nfe_budget, dev)
         names = select_params(sampler.net, c["layers"], "dxmi")

@@ -297,8 +297,8 @@ class IRLSampler(Method):
 
     def fit(self, ctx):
         c = self.config
-        torch.manual_seed(c["seed"])
-        g = torch.Generator().manual_seed(c["seed"])
+        torch.manual_seed(ctx.torch_seed(c["seed"]))
+        g = torch.Generator().manual_seed(ctx.torch_seed(c["seed"]))
         den = ctx.denoiser
         self.validate(den, ctx.nfe_budget)
         real, real_labels = ctx.tuning(c["tune_samples"])

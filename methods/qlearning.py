@@ -115,9 +115,9 @@ class QLearning(Method):
         return [float(s) for s in sampling.karras_sigmas(int(nfe_budget), den.sigma_min, den.sigma_max,
                                                          self.config["rho"])]
 
-    def _new_net(self, den, num_classes):
+    def _new_net(self, den, num_classes, seed=0):
         c = self.config
-        torch.manual_seed(c["seed"])
+        torch.manual_seed(seed)
         return EDMPrecond(MLPNet(den.shape[0], num_classes, width=c["width"], depth=c["depth"]), shape=den.shape,
                           num_classes=num_classes, sigma_min=den.sigma_min, sigma_max=den.sigma_max,
                           sigma_data=den.sigma_data, has_uncond=False)
@@ -149,10 +149,10 @@ class QLearning(Method):
         task, den = ctx.task, ctx.denoiser
         if len(den.shape) != 1:
             raise ValueError("qlearning runs on the toy (vector) tasks only")
-        g = torch.Generator().manual_seed(c["seed"])
+        g = torch.Generator().manual_seed(ctx.torch_seed(c["seed"]))
         sig = self._schedule(den, ctx.nfe_budget)
         K = len(sig) - 1
-        net = self._new_net(den, task.num_classes).train().requires_grad_(True)
+        net = self._new_net(den, task.num_classes, ctx.torch_seed(c["seed"])).train().requires_grad_(True)
         model = Charged(den, net)
         critic = disc_lib.for_shape(den.shape, den.sigma_data, width=c["width"])
         # a per-step offset, started at the policy's cumulative entropy bonus theta*H(pi) Delta (exact

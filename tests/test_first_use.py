@@ -270,8 +270,8 @@ def test_run_prints_a_summary_and_plain_lines_in_a_log(tmp_path):
         f"[{k}/4] euler@exact on gmm8 nfe={b} seed={s}".replace("euler@exact", "euler")
         for k, (b, s) in enumerate([(4, 0), (4, 1), (6, 0), (6, 1)], 1)]
     lines = out.splitlines()
-    assert lines[0].startswith("euler@exact on gmm8: w2 (lower is better), mean over seeds")
-    assert lines[1].split() == ["NFE", "budget", "w2", "seeds", "NFE", "measured"]
+    assert lines[0].startswith("euler@exact on gmm8: mmd (lower is better), mean over seeds")
+    assert lines[1].split() == ["NFE", "budget", "mmd", "seeds", "NFE", "measured"]
     assert [line.split()[0] for line in lines[2:4]] == ["4", "6"] and lines[2].split()[2] == "2/2"
     assert "4 results written under" in out
     rc, out, err = bench_cli("run", "--method", "euler", "--denoiser", "exact", "--nfe", "4,6", "--seeds", "0,1",

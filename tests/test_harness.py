@@ -28,8 +28,8 @@ def test_registry_did_you_mean():
 
 
 def test_versioned_task_ids():
-    assert bench.get_task("gmm8-v1").id == "gmm8-v1"
-    with pytest.raises(ValueError, match="version 1, not 7"):
+    assert bench.get_task("gmm8-v2").id == "gmm8-v2"
+    with pytest.raises(ValueError, match="version 2, not 7"):
         bench.get_task("gmm8-v7")
 
 
@@ -48,8 +48,8 @@ def test_result_file_fields_and_measured_nfe(tmp_path):
         assert key in on_disk, key
     # Heun with 5 steps: 2*5-1 = 9 evaluations per sample, counted from real calls
     assert on_disk["nfe"] == 9 and on_disk["budget_config"]["steps"] == 5
-    assert on_disk["status"] == "ok" and set(on_disk["metrics"]) >= {"w2", "sw2", "mmd", "nll", "precision",
-                                                                   "recall", "modes"}
+    assert on_disk["status"] == "ok" and set(on_disk["metrics"]) >= {"w2", "sw2", "mmd", "kl", "sinkhorn",
+                                                                   "precision", "recall", "modes"}
 
 
 @pytest.mark.parametrize("method,budget,expected", [("euler", 7, 7), ("dpmpp-2m", 7, 7), ("ipndm", 7, 7),

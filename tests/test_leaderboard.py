@@ -28,7 +28,7 @@ def result(label, nfe, seed, w2=None, *, status="ok", created="2026-01-01T00:00:
     ok = status == "ok"
     return dict(schema=1, method=method or label, label=label, task=task, task_version=1, nfe_budget=nfe,
                 seed=seed, status=status, nfe=float(nfe - 1) if ok else None,
-                metrics=dict(w2=w2, precision=1 - w2 / 10) if ok else {},
+                metrics=dict(mmd=w2, precision=1 - w2 / 10) if ok else {},
                 created=created, fit_cost=fit_cost or dict(nfe=0, seconds=0.0), protocol=PROTOCOL if ok else {},
                 sample_seconds=0.25 if ok else None, git_sha=sha, **({} if ok else dict(error="RuntimeError: boom")))
 
@@ -89,25 +89,25 @@ def test_csv_means_and_intervals_by_hand(built):
     rows = built["rows"]
     assert set(rows) == {("fast", 5), ("slow", 5), ("fast", 10), ("slow", 10), ("solo", 5)}
     r = rows[("fast", 5)]
-    assert float(r["w2_mean"]) == 2.0
-    assert float(r["w2_ci95"]) == pytest.approx(T975_2 / math.sqrt(3), rel=1e-12)
+    assert float(r["mmd_mean"]) == 2.0
+    assert float(r["mmd_ci95"]) == pytest.approx(T975_2 / math.sqrt(3), rel=1e-12)
     assert float(r["precision_mean"]) == pytest.approx(0.8, rel=1e-12)
     assert float(r["precision_ci95"]) == pytest.approx(T975_2 * 0.1 / math.sqrt(3), rel=1e-9)
     for key, values in W2.items():
-        assert float(rows[key]["w2_mean"]) == pytest.approx(sum(values) / 3, rel=1e-12), key
-        assert float(rows[key]["w2_ci95"]) == pytest.approx(ci(values), rel=1e-9, abs=1e-15), key
+        assert float(rows[key]["mmd_mean"]) == pytest.approx(sum(values) / 3, rel=1e-12), key
+        assert float(rows[key]["mmd_ci95"]) == pytest.approx(ci(values), rel=1e-9, abs=1e-15), key
         assert rows[key]["seeds"] == "3"
         assert float(rows[key]["nfe_measured"]) == key[1] - 1
         assert float(rows[key]["sample_seconds"]) == 0.25
-    assert list(rows[("fast", 5)])[:9] == ["method", "nfe", "nfe_measured", "seeds", "failed", "precision_mean",
-                                          "precision_ci95", "w2_mean", "w2_ci95"]
+    assert list(rows[("fast", 5)])[:9] == ["method", "nfe", "nfe_measured", "seeds", "failed", "mmd_mean",
+                                          "mmd_ci95", "precision_mean", "precision_ci95"]
     assert list(rows[("fast", 5)])[-3:] == ["fit_nfe", "fit_seconds", "sample_seconds"]
     # full precision in the csv
-    assert rows[("slow", 10)]["w2_mean"] == repr(sum([0.2, 0.3, 0.4]) / 3)
+    assert rows[("slow", 10)]["mmd_mean"] == repr(sum([0.2, 0.3, 0.4]) / 3)
 
 
 def test_one_seed_has_no_interval(built):
-    assert built["rows"][("solo", 5)]["w2_ci95"] == ""
+    assert built["rows"][("solo", 5)]["mmd_ci95"] == ""
     assert built["rows"][("solo", 5)]["seeds"] == "1"
     assert "7 ± n/a" in built["md"]
 
@@ -116,7 +116,7 @@ def test_failed_results_are_counted_not_averaged(built):
     rows = built["rows"]
     assert rows[("fast", 10)]["failed"] == "2"
     assert rows[("fast", 10)]["seeds"] == "3"
-    assert float(rows[("fast", 10)]["w2_mean"]) == 0.5
+    assert float(rows[("fast", 10)]["mmd_mean"]) == 0.5
     assert all(rows[k]["failed"] == "0" for k in rows if k != ("fast", 10))
 
 
@@ -125,14 +125,14 @@ def test_duplicate_warns_and_keeps_the_newest(built):
     assert len(dup) == 1
     assert str(built["dup"]) in dup[0]
     assert str(built["root"] / "gmm8" / "slow" / "nfe5_seed0.json") in dup[0]
-    assert float(built["rows"][("slow", 5)]["w2_mean"]) == 5.0  # not (100 + 5 + 6) / 3, nor averaged with it
+    assert float(built["rows"][("slow", 5)]["mmd_mean"]) == 5.0  # not (100 + 5 + 6) / 3, nor averaged with it
     assert "git " + "b" * 40 in built["md"] and "2026-02-01" in built["md"]  # the newest result behind the table
 
 
 def test_truncated_and_old_schema_files_warn_and_are_skipped(built):
     assert any(str(built["trunc"]) in w for w in built["warnings"])
     assert any(str(built["old"]) in w for w in built["warnings"])
-    assert float(built["rows"][("fast", 5)]["w2_mean"]) == 2.0
+    assert float(built["rows"][("fast", 5)]["mmd_mean"]) == 2.0
     assert built["rows"][("fast", 5)]["seeds"] == "3"
 
 
@@ -147,14 +147,14 @@ def test_markdown_bolds_the_best_per_budget(built):
     lines = md.splitlines()
     assert lines[0].startswith("# ") and "gmm8" in lines[0]
     assert "n_samples = 500" in md and "gmm8-v1 split 'ref'" in md and "measured denoiser evaluations" in md
-    assert "Primary metric: **w2**" in md
+    assert "Primary metric: **mmd**" in md
     assert "![](gmm8.png)" in md
     table = [ln for ln in lines if ln.startswith("| ")]
     body = [[c.strip() for c in ln.strip("|").split("|")] for ln in table[1:]]
     assert [(r[0], r[1]) for r in body] == [("**fast**", "5"), ("slow", "5"), ("solo", "5"),
                                              ("**slow**", "10"), ("fast", "10")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
-    w2 = header.index("w2 ↓")
+    w2 = header.index("mmd ↓")
     assert body[0][w2] == f"**2 ± {T975_2 / math.sqrt(3):.4g}**"
     assert body[3][w2].startswith("**0.3 ± ")
     assert body[1][w2] == f"5 ± {T975_2 / math.sqrt(3):.4g}"
@@ -180,7 +180,7 @@ def test_all_tasks_and_unknown_task(tmp_path):
     assert [p.name for p in paths] == [f"{t}.{e}" for t in ("gmm8", "mytask") for e in ("md", "csv", "json", "tex",
                                                                                         "png")] + ["README.md"]
     assert any("mytask" in str(w.message) for w in caught)
-    assert "Primary metric: **precision**" in (tmp_path / "lb" / "mytask.md").read_text()
+    assert "Primary metric: **mmd**" in (tmp_path / "lb" / "mytask.md").read_text()  # its first metric
 
 
 def test_no_results_says_how_to_make_them(tmp_path):
@@ -418,7 +418,7 @@ def test_latex_is_booktabs_and_escaped(tmp_path):
     root = tmp_path / "r"
     for seed, v in enumerate([1.0, 2.0, 3.0]):
         write(root, result("my_method", 5, seed, v))
-    rep = reported_csv(tmp_path / "rep.csv", ['A&B sampler,gmm8,5,w2,0.5,"100% of samples; NFE final step #counted",'
+    rep = reported_csv(tmp_path / "rep.csv", ['A&B sampler,gmm8,5,mmd,0.5,"100% of samples; NFE final step #counted",'
                                               'Someone_2024 Table {1}'])
     build_quiet(root, tmp_path / "lb", task="gmm8", reported=rep)
     tex = (tmp_path / "lb" / "gmm8.tex").read_text()
@@ -438,12 +438,12 @@ def test_json_round_trips_and_matches_csv(built):
     text = (built["out"] / "gmm8.json").read_text()
     obj = json.loads(text)
     assert json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n" == text
-    assert obj["generated_by"] == "bench.leaderboard" and obj["primary_metric"] == "w2"
+    assert obj["generated_by"] == "bench.leaderboard" and obj["primary_metric"] == "mmd"
     by = {(m["method"], m["nfe"]): m for m in obj["measured"]}
     for (label, nfe), row in built["rows"].items():
         m = by[(label, nfe)]
-        assert m["metrics"]["w2"]["mean"] == float(row["w2_mean"])
-        assert m["metrics"]["w2"]["ci95"] == (float(row["w2_ci95"]) if row["w2_ci95"] else None)
+        assert m["metrics"]["mmd"]["mean"] == float(row["mmd_mean"])
+        assert m["metrics"]["mmd"]["ci95"] == (float(row["mmd_ci95"]) if row["mmd_ci95"] else None)
         assert m["seeds"] == [int(s) for s in row["seed_list"].split()]
     assert by[("fast", 5)]["best"] and not by[("slow", 5)]["best"]
     assert obj["newest_result"]["git_sha"] == "b" * 40
@@ -460,14 +460,14 @@ def test_readme_index_best_per_nfe_with_links_and_sha(tmp_path):
         o = result("oracle", 10, seed, 0.01)
         o["nfe"] = 0.0  # true samples: the noise floor, never "best"
         write(root, o)
-    rep = reported_csv(tmp_path / "rep.csv", ['Paper sampler,gmm8,5,w2,0.1,"n=1000, NFE final step counted",Paper 2025',
-                                              'Vague,gmm8,,w2,0.2,NFE not reported,Other 2024'])
+    rep = reported_csv(tmp_path / "rep.csv", ['Paper sampler,gmm8,5,mmd,0.1,"n=1000, NFE final step counted",Paper 2025',
+                                              'Vague,gmm8,,mmd,0.2,NFE not reported,Other 2024'])
     build_quiet(root, tmp_path / "lb", reported=rep)
     readme = (tmp_path / "lb" / "README.md").read_text()
     assert "[gmm8.md](gmm8.md)" in readme and "[gmm8.png](gmm8.png)" in readme and "[LaTeX](gmm8.tex)" in readme
     assert "2026-03-02T00:00:00+00:00" in readme and "1" * 40 in readme
     header, body = md_table(readme.split("## gmm8")[1])
-    assert header[:4] == ["NFE", "best measured", "w2 ↓", "protocol"]
+    assert header[:4] == ["NFE", "best measured", "mmd ↓", "protocol"]
     assert body[0][:3] == ["5", "a", f"1.5 ± {T975_1 * 0.5 / math.sqrt(2) * math.sqrt(2):.4g}"]
     assert body[0][3] == "[P1, seeds 0, 1](gmm8.md#protocols)"
     assert body[0][4:] == ["Paper sampler", "0.1", "Paper 2025"]  # beside, not instead
@@ -487,14 +487,14 @@ def test_malformed_result_warns_and_is_skipped(tmp_path):
     bad["nfe_budget"] = "five"
     write(root, bad, name="bad.json")
     bad2 = result("a", 5, 2, 1.0)
-    bad2["metrics"] = dict(w2="lots", precision=0.9)
+    bad2["metrics"] = dict(mmd="lots", precision=0.9)
     write(root, bad2, name="bad2.json")
     paths, warned = build_quiet(root, tmp_path / "lb", task="gmm8", formats="csv")
     assert [p.name for p in paths] == ["gmm8.csv"]
     assert any("bad.json" in w and "nfe_budget" in w for w in warned)
-    assert any("bad2.json" in w and "w2" in w for w in warned)
+    assert any("bad2.json" in w and "mmd" in w for w in warned)
     row = next(csv.DictReader((tmp_path / "lb" / "gmm8.csv").open()))
-    assert row["w2_mean"] == "1.0" and row["seeds"] == "1"
+    assert row["mmd_mean"] == "1.0" and row["seeds"] == "1"
 
 
 def test_reported_only_task_with_task_option(tmp_path):

@@ -159,10 +159,12 @@ def test_irl_trains_saves_and_reloads_to_identical_samples(tmp_path):
     second = bench.run("irl", "gmm8", resume=False, **kw)[0]  # the fit is reused, the results redone
     assert first["status"] == second["status"] == "ok"
     assert first["fit_cost"]["nfe"] > 0 and second["fit_cost"]["reused"]
-    a = np.load(tmp_path / "r1" / "gmm8" / "irl@exact" / "nfe7_seed0.npz")["x"]
-    b = np.load(tmp_path / "r" / "gmm8" / "irl@exact" / "nfe7_seed0.npz")["x"]
+    label = first["label"]  # settings other than the published: a label of their own
+    assert label.startswith("irl@exact-") and second["label"] == label
+    a = np.load(tmp_path / "r1" / "gmm8" / label / "nfe7_seed0.npz")["x"]
+    b = np.load(tmp_path / "r" / "gmm8" / label / "nfe7_seed0.npz")["x"]
     assert np.array_equal(a, b)
-    assert (tmp_path / "r" / "gmm8" / "irl@exact" / "nfe7_seed0.actions.png").exists()
+    assert (tmp_path / "r" / "gmm8" / label / "nfe7_seed0.actions.png").exists()
     assert "overhead" in first and first["nfe"] <= 7
     meta = json.loads(open(first["path"]).read())
     assert meta["extras"] == ["nfe7_seed0.actions.png"]

@@ -82,8 +82,9 @@ def test_ddpo_advantages_per_class_and_clipped():
 
 
 def test_ddpo_end_to_end_caches_and_plots(tmp_path):
-    cfg = dict(iters=2, batch=32, minibatch=16)
-    kw = dict(nfe=5, out=tmp_path / "r", samples=200, progress=False, config=cfg, cache=tmp_path / "c")
+    cfg = dict(iters=2, batch=32, minibatch=16, reward="logprob")  # no discriminator: only rollouts count
+    kw = dict(nfe=5, out=tmp_path / "r", samples=200, progress=False, config=cfg, cache=tmp_path / "c",
+              label="ddpo")
     base = bench.get_task("gmm8").denoiser("learned")
     before = {k: v.clone() for k, v in base.state_dict().items()}
     first = bench.run("ddpo", "gmm8", **kw)[0]
@@ -185,7 +186,8 @@ def test_dxmi_sampler_starts_as_the_ancestral_sampler():
 
 def test_dxmi_end_to_end_caches_and_plots(tmp_path):
     cfg = dict(iters=2, warmup=1, batch=32, tune_samples=100, width=16)
-    kw = dict(nfe=4, out=tmp_path / "r", samples=200, progress=False, config=cfg, cache=tmp_path / "c")
+    kw = dict(nfe=4, out=tmp_path / "r", samples=200, progress=False, config=cfg, cache=tmp_path / "c",
+              label="dxmi")
     first = bench.run("dxmi", "gmm8", **kw)[0]
     assert first["status"] == "ok", first.get("error")
     assert first["nfe"] == 4 and first["budget_config"]["steps"] == 4
@@ -235,7 +237,8 @@ def test_qlearning_q_is_theta_log_of_the_known_covariance_gaussian_policy():
 
 def test_qlearning_end_to_end_counts_only_policy_evaluations(tmp_path):
     cfg = dict(iters=2, batch=32, data_batch=64, tune_samples=200, width=16, depth=1)
-    kw = dict(nfe=4, out=tmp_path / "r", samples=200, progress=False, config=cfg, cache=tmp_path / "c")
+    kw = dict(nfe=4, out=tmp_path / "r", samples=200, progress=False, config=cfg, cache=tmp_path / "c",
+              label="qlearning")
     r = bench.run("qlearning", "gmm8", **kw)[0]
     assert r["status"] == "ok", r.get("error")
     assert r["nfe"] == 4 and r["fit_cost"]["nfe"] == 2 * (32 * 4 + 32 * 4)  # rollout + the policy means with grads
@@ -295,14 +298,14 @@ def test_ddpo_fit_uses_the_running_buffer_on_conditional_tasks_only(monkeypatch)
 def test_ddpo_lora_end_to_end_stores_only_adapters(tmp_path):
     from bench.method import Artifact
     kw = dict(nfe=3, out=tmp_path / "r", samples=100, progress=False, cache=tmp_path / "c",
-              config=dict(iters=1, batch=16, minibatch=16, lora_rank=2))
+              config=dict(iters=1, batch=16, minibatch=16, lora_rank=2, reward="logprob"))
     first = bench.run("ddpo", "gmm8", **kw)[0]
     assert first["status"] == "ok", first.get("error")
     second = bench.run("ddpo", "gmm8", resume=False, **kw)[0]  # results redone; the adapters from the cache
     assert second["fit_cost"]["reused"] and second["metrics"] == first["metrics"]
     ctx = tiny_ctx(nfe=3)
     base = {k: v.clone() for k, v in ctx.denoiser.inner.state_dict().items()}
-    m = DDPO(ctx.task, iters=2, batch=16, minibatch=8, lora_rank=2, lr=1e-2)
+    m = DDPO(ctx.task, iters=2, batch=16, minibatch=8, lora_rank=2, lr=1e-2, reward="logprob")
     art = m.fit(ctx)
     assert art.tensors and all(k.startswith("lora.") for k in art.tensors)
     assert art.meta["lora"] == dict(rank=2, alpha=2.0, targets="all")

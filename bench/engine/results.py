@@ -22,6 +22,11 @@ SCHEMA = 1
 REQUIRED = ("method", "task", "nfe_budget", "seed", "status", "metrics", "nfe")
 
 
+def config_hash(config) -> str:
+    """Six hex digits naming a method configuration (or the settings that differ from it)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
 def result_path(out, task: str, label: str, nfe_budget: int, seed: int) -> Path:
     return Path(out) / task / label / f"nfe{nfe_budget}_seed{seed}.json"
 

@@ -20,7 +20,7 @@ from bench.engine.io import atomic_write_bytes, check_writable, json_ready
 from bench.method import BudgetError
 from bench.noise import Noise
 from bench.registry import method_class, task_class
-from bench.engine.results import SCHEMA, code_version, git_sha, now, result_path, versions, write_result
+from bench.engine.results import SCHEMA, code_version, config_hash, git_sha, now, result_path, versions, write_result
 from bench.task import Task, Unsupported
 
 FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it
@@ -86,23 +86,39 @@ def generate(sample_fn, task, denoiser, n: int, seed: int, *, nfe_budget: int, d
     return x, (None if not ls or ls[0] is None else torch.cat(ls))
 
 
+FIT_STREAMS = 2**16  # sampling seeds of one fit: FIT_SEED + eval_seed * FIT_STREAMS + offset
+
+
 @dataclass
 class FitContext:
-    """What a method's fit sees: the task, the (counted) denoiser, the budget."""
+    """What a method's fit sees: the task, the (counted) denoiser, the budget, and the evaluation
+    seed the fit belongs to (every seed is an independent fit: its own tuning draw, sampling
+    noise and initialisation, all disjoint from the evaluation's)."""
     task: Task
     denoiser: CountingDenoiser
     nfe_budget: int
     device: str
     batch_size: int
     progress: bool
-    seed: int = FIT_SEED
+    eval_seed: int = 0
+
+    @property
+    def seed(self) -> int:
+        return FIT_SEED + self.eval_seed * FIT_STREAMS
 
     def generate(self, sample_fn, n, seed_offset=0):
+        if not 0 <= seed_offset < FIT_STREAMS:
+            raise ValueError(f"fit sampling offsets lie in 0..{FIT_STREAMS - 1}, got {seed_offset}")
         return generate(sample_fn, self.task, self.denoiser, n, self.seed + seed_offset,
                         nfe_budget=self.nfe_budget, device=self.device, batch_size=self.batch_size)
 
-    def tuning(self, n, seed=0):
-        return self.task.sample_tuning(n, seed)
+    def tuning(self, n):
+        """``n`` samples of the task's tuning split, drawn for this fit's seed."""
+        return self.task.sample_tuning(n, self.eval_seed)
+
+    def torch_seed(self, setting: int = 0) -> int:
+        """A seed for the fit's own generators: from the method's ``seed`` setting and the fit's seed."""
+        return int(hashlib.sha256(f"fit:{self.eval_seed}:{setting}".encode()).hexdigest()[:15], 16)
 
     def progress_iter(self, items, desc):
         """Iterate a fit's loop with a live bar (on a terminal); after the first item, when the
@@ -119,15 +135,16 @@ class FitContext:
 
     def search(self, method, candidates, n: int, desc: str):
         """Score each candidate configuration (a dict the method samples with, set as
-        ``method.chosen``) by the task's primary metric against ``n`` tuning samples,
-        from fit seeds. Returns (best candidate, table of every candidate's score)."""
+        ``method.chosen``) by the task's primary metric against ``n`` tuning samples
+        (``Task.score_against``: the tuning split, never the reference split nor a true
+        density), from fit seeds. Returns (best candidate, table of every candidate's score)."""
         task, metric = self.task, self.task.primary_metric
         ref_x, ref_labels = self.tuning(n)
         table = []
         for cand in self.progress_iter(candidates, desc):
             method.chosen = cand
             x, labels = self.generate(method.sample, n)
-            score = task.metrics(x, labels, ref_x, ref_labels, names=[metric])[metric]
+            score = task.score_against(x, labels, ref_x, ref_labels)
             table.append(dict(cand, score=score if math.isfinite(score) else None))
         scored = [row for row in table if row["score"] is not None]
         if not scored:
@@ -158,14 +175,15 @@ def fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _fit(method, task, denoiser, denoiser_name, nfe_budget, device, batch_size, progress, store, rank, world):
+def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_size, progress, store, rank,
+         world):
     key = dict(method=method.name, fit_version=method.fit_version, config=method.fit_key(), task=task.id,
-               denoiser=denoiser_name, weights=fingerprint(denoiser), nfe_budget=nfe_budget)
+               denoiser=denoiser_name, weights=fingerprint(denoiser), nfe_budget=nfe_budget, seed=seed)
     cached = store.load(key)
     if cached is None and rank == 0:
         denoiser.reset()
         t0 = time.perf_counter()
-        ctx = FitContext(task, denoiser, nfe_budget, device, batch_size, progress)
+        ctx = FitContext(task, denoiser, nfe_budget, device, batch_size, progress, eval_seed=seed)
         # torch's global generator (network initialisations) starts from the key: the same fit every time
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(key_hash(key), 16) % 2**63)
@@ -212,7 +230,10 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     denoiser_name = denoiser or next(iter(t.denoisers()))
     if denoiser_name not in t.denoisers():
         raise ValueError(f"task {t.name} has no denoiser {denoiser_name!r}; choose from {', '.join(t.denoisers())}")
-    label = label or (m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}")
+    if label is None:  # settings other than the published ones get a label of their own
+        label = m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}"
+        if m.changed:
+            label += "-" + config_hash(m.changed)
     rank, world = dist.init(device)
     if rank == 0:
         check_writable(Path(out) / t.name / label)
@@ -221,6 +242,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     jobs = [(b, s) for b in nfe for s in seeds]
     identity = dict(method=m.name, label=label, method_config=m.config, task=t.name, task_version=t.version,
                     task_options=t.option_record(), denoiser=denoiser_name, n_samples=n, code=code_version())
+    _check_same_config(out, t.name, label, jobs, m.config)
     kept = {job: r for job in jobs if resume
             for r in [_kept(result_path(out, t.name, label, *job), dict(identity, nfe_budget=job[0], seed=job[1]))]
             if r is not None}
@@ -241,6 +263,22 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
                           f"{len(todo) - len(written)} not done (rerun the same command to do only those)") from None
     dist.finish(world)
     return [results[job] for job in jobs] if rank == 0 else []
+
+
+def _check_same_config(out, task, label, jobs, config):
+    """A label holds one configuration: results of another are never replaced by this run's."""
+    clash = []
+    for b, s in jobs:
+        try:
+            r = json.loads(result_path(out, task, label, b, s).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(r, dict) and r.get("status") == "ok" and json_ready(r.get("method_config")) != json_ready(config):
+            clash.append(f"nfe={b} seed={s}")
+    if clash:
+        raise ValueError(f"{Path(out) / task / label} holds results of another configuration of the method "
+                         f"({', '.join(clash[:3])}{', ...' if len(clash) > 3 else ''}); give this one its own "
+                         f"--label, or --out")
 
 
 def check_device(device: str):
@@ -277,11 +315,11 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
     fit_error = None
     for k, (b, s) in enumerate(bar):
         t_job = time.perf_counter()
-        if m.has_fit and (fit_cost is None or fit_cost.get("budget") != b):
-            bar.set_postfix_str(f"fit nfe={b}")
+        if m.has_fit:  # every seed is an independent fit
+            bar.set_postfix_str(f"fit nfe={b} seed={s}")
             fit_error = None
             try:
-                fit_cost = dict(_fit(m, t, counted, denoiser_name, b, device, batch_size, live, store, rank,
+                fit_cost = dict(_fit(m, t, counted, denoiser_name, b, s, device, batch_size, live, store, rank,
                                      world), budget=b)
             except (BudgetError, Unsupported):
                 raise
@@ -316,7 +354,8 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
 
 def _record(m, t, denoiser_name, b, s, n, device, world):
     return dict(schema=SCHEMA, method=m.name, method_config=m.config, budget_config=m.describe_budget(b),
-                task=t.name, task_version=t.version, task_options=t.option_record(), denoiser=denoiser_name,
+                privileged=m.privileged(), task=t.name, task_version=t.version, task_options=t.option_record(),
+                denoiser=denoiser_name,
                 nfe_budget=b, seed=s, n_samples=n, metrics={}, nfe=None, sample_seconds=None, status="ok",
                 protocol={}, versions=versions(), code=code_version(), git_sha=git_sha(), created=now(),
                 world_size=world, device=str(device))
@@ -376,9 +415,9 @@ def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch
             t1 = time.perf_counter()
             r["metrics"] = {k: float(v) for k, v in t.metrics(x, labels, ref_x, ref_labels, seed=s).items()}
             r["metric_seconds"] = time.perf_counter() - t1
-            bad = [k for k, v in r["metrics"].items() if not math.isfinite(v)]
+            bad = [k for k, v in r["metrics"].items() if math.isnan(v)]  # inf is a value (beyond a solver's range)
             if bad:
-                raise FloatingPointError(f"metric(s) {', '.join(bad)} not finite")
+                raise FloatingPointError(f"metric(s) {', '.join(bad)} are NaN")
             drawn = (x, labels)
     except (BudgetError, Unsupported):
         raise

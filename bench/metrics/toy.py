@@ -39,9 +39,19 @@ def sw2(x, y, n_projections=1000, n_quantiles=2000, seed=0) -> float:
     theta = rng.standard_normal((x.shape[1], n_projections))
     theta /= np.linalg.norm(theta, axis=0, keepdims=True)
     levels = (np.arange(n_quantiles) + 0.5) / n_quantiles
-    qx = np.quantile(x @ theta, levels, axis=0)
-    qy = np.quantile(y @ theta, levels, axis=0)
+    qx, qy = _quantiles(x @ theta, levels), _quantiles(y @ theta, levels)
     return float(np.sqrt(np.mean((qx - qy) ** 2)))
+
+
+def _quantiles(a, levels):
+    """Per column of ``a``, its quantiles at ``levels`` (linear interpolation, numpy's default
+    method), from one sort: np.quantile with many levels partitions once per level."""
+    a = np.sort(a, axis=0)
+    pos = levels * (len(a) - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(a) - 1)
+    frac = (pos - lo)[:, None]
+    return a[lo] * (1 - frac) + a[hi] * frac
 
 
 def mmd(x, y, bandwidths=BANDWIDTHS, max_points=2000, seed=0) -> float:
@@ -134,10 +144,12 @@ def mmd_exact(x, target, bandwidths=BANDWIDTHS, chunk=2048) -> float:
     n = len(x)
     xt = torch.as_tensor(x)
     pair = 0.0
-    for start in range(0, n, chunk):
-        d2 = torch.cdist(xt[start:start + chunk], xt).pow(2)
-        pair += float(sum(torch.exp(-d2 / (2 * h * h)).sum() for h in bandwidths))
-    pair = (pair - n * len(bandwidths)) / (n * (n - 1))  # k(x, x) = 1 per kernel on the diagonal
+    for start in range(0, n, chunk):  # the pairs i < j (the kernel is symmetric), in blocks of rows
+        d2 = torch.cdist(xt[start:start + chunk], xt[start:]).pow_(2)
+        for h in bandwidths:
+            k = torch.exp(d2 * (-0.5 / (h * h)))
+            pair += float(k.sum() - k[:, :len(k)].tril().sum())  # the block's own i >= j pairs left out
+    pair = 2 * pair / (n * (n - 1))
     cross = sum(float(target.kernel_mean(x, h).mean()) for h in bandwidths)
     return pair - 2 * cross + sum(target.kernel_self(h) for h in bandwidths)
 
@@ -145,12 +157,11 @@ def mmd_exact(x, target, bandwidths=BANDWIDTHS, chunk=2048) -> float:
 def knn_entropy(x, k=5) -> float:
     """Kozachenko-Leonenko estimate of the differential entropy (nats):
     psi(n) - psi(k) + log V_d + (d/n) sum_i log eps_i, eps_i the distance to the k-th neighbour."""
-    x = torch.as_tensor(np.asarray(x, np.float64))
+    x = np.asarray(x, np.float64)
     n, d = x.shape
-    eps = torch.cat([_kth_radius_against(x[s:s + 2048], x, k) for s in range(0, n, 2048)])
+    eps = np.maximum(_kth_radius(x, k), 1e-300)
     log_vd = d / 2 * math.log(math.pi) - math.lgamma(d / 2 + 1)
-    eps = eps.clamp_min(1e-300)
-    return float(scipy.special.digamma(n) - scipy.special.digamma(k) + log_vd + d * eps.log().mean())
+    return float(scipy.special.digamma(n) - scipy.special.digamma(k) + log_vd + d * np.log(eps).mean())
 
 
 def kl(x, log_prob, k=5) -> float:
@@ -161,23 +172,36 @@ def kl(x, log_prob, k=5) -> float:
     return float(-knn_entropy(x, k) - np.mean(log_prob(x)))
 
 
-def _kth_radius_against(x, y, k):
-    """Distance from each row of ``x`` (rows of ``y`` themselves) to its k-th neighbour in ``y``."""
-    return torch.cdist(x, y).kthvalue(k + 1, dim=1).values
-
-
-def sinkhorn(x, y, reg=0.05, max_points=10_000, seed=0) -> float:
+def sinkhorn(x, y, reg=0.05, max_points=2000, seed=0) -> float:
     """The debiased Sinkhorn divergence (POT's empirical_sinkhorn_divergence, squared Euclidean
-    cost, entropic regularisation ``reg``) between subsamples of at most ``max_points``."""
+    cost, entropic regularisation ``reg``, float64) between subsamples of at most ``max_points``.
+    inf where the solver's kernel underflows (samples tens of units off the support), which
+    POT would otherwise report as a silent 0."""
+    import warnings
     rng = np.random.default_rng(seed)
-    x = torch.as_tensor(_sub(np.asarray(x, np.float64), max_points, rng), dtype=torch.float32)
-    y = torch.as_tensor(_sub(np.asarray(y, np.float64), max_points, rng), dtype=torch.float32)
-    return float(ot.bregman.empirical_sinkhorn_divergence(x, y, reg, numIterMax=200, stopThr=1e-4))
+    x = torch.as_tensor(_sub(np.asarray(x, np.float64), max_points, rng))
+    y = torch.as_tensor(_sub(np.asarray(y, np.float64), max_points, rng))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(ot.bregman.empirical_sinkhorn_divergence(x, y, reg, numIterMax=500, stopThr=1e-5))
+    if any("numerical errors" in str(w.message).lower() for w in caught) or not math.isfinite(value):
+        return math.inf
+    return value
 
 
-def _kth_radius(x, k):
-    d = torch.cdist(x, x)
-    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+def _kth_radius(x, k) -> np.ndarray:
+    """Distance from each point of ``x`` to its k-th nearest other point (a k-d tree: exact)."""
+    from sklearn.neighbors import NearestNeighbors
+    x = np.asarray(x, np.float64)
+    return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)[0][:, k]  # column 0: the point itself
+
+
+def _inside_balls(x, centres, radii, chunk=2048) -> np.ndarray:
+    """For each point of ``x``: is it within ``radii[j]`` of some ``centres[j]``?"""
+    c, r = torch.as_tensor(centres), torch.as_tensor(radii)
+    xt = torch.as_tensor(x)
+    return torch.cat([(torch.cdist(xt[s:s + chunk], c) <= r[None, :]).any(dim=1)
+                      for s in range(0, len(xt), chunk)]).numpy()
 
 
 def precision_recall(x, y, k=5, max_points=5000, seed=0) -> tuple[float, float]:
@@ -185,11 +209,10 @@ def precision_recall(x, y, k=5, max_points=5000, seed=0) -> tuple[float, float]:
     fraction of generated points inside the union of k-NN balls of the reference
     points; recall the converse."""
     rng = np.random.default_rng(seed)
-    x = torch.as_tensor(_sub(np.asarray(x, np.float64), max_points, rng))
-    y = torch.as_tensor(_sub(np.asarray(y, np.float64), max_points, rng))
-    rx, ry = _kth_radius(x, k), _kth_radius(y, k)
-    precision = (torch.cdist(x, y) <= ry[None, :]).any(dim=1).double().mean()
-    recall = (torch.cdist(y, x) <= rx[None, :]).any(dim=1).double().mean()
+    x = _sub(np.asarray(x, np.float64), max_points, rng)
+    y = _sub(np.asarray(y, np.float64), max_points, rng)
+    precision = _inside_balls(x, y, _kth_radius(y, k)).mean()
+    recall = _inside_balls(y, x, _kth_radius(x, k)).mean()
     return float(precision), float(recall)
 
 

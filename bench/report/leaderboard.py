@@ -58,7 +58,7 @@ from bench.engine.io import atomic_write_bytes
 from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.registry import task_class
 from bench.report.reported import load_reported
-from bench.engine.results import SCHEMA, load_results
+from bench.engine.results import SCHEMA, config_hash, load_results
 
 CI_LEVEL = 0.95
 FORMATS = ("md", "csv", "json", "tex", "png")
@@ -193,7 +193,23 @@ def _rel(r: dict, roots: list[Path]) -> str:
 # --- collecting -------------------------------------------------------------
 
 def _label(r: dict) -> str:
-    return str(r.get("label") or r["method"])
+    return str(r.get("_row_label") or r.get("label") or r["method"])
+
+
+def _separate_configs(results: list[dict]) -> None:
+    """Results under one label but of different method configurations are never averaged: each
+    configuration becomes its own row, ``label [config abc123]``, with a warning."""
+    by_label: dict[str, set] = {}
+    for r in results:
+        by_label.setdefault(_label(r), set()).add(config_hash(r.get("method_config")))
+    for label, hashes in sorted(by_label.items()):
+        if len(hashes) > 1:
+            warnings.warn(f"results under {label} come from {len(hashes)} different method configurations "
+                          f"({', '.join(sorted(hashes))}): kept apart as {label} [config HASH], never averaged",
+                          stacklevel=3)
+    for r in results:
+        if len(by_label[_label(r)]) > 1:
+            r["_row_label"] = f"{_label(r)} [config {config_hash(r.get('method_config'))}]"
 
 
 def _created(r: dict) -> datetime:
@@ -396,6 +412,7 @@ def _seed_text(seeds: list[int]) -> str:
 def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Path]) -> dict:
     """Everything the files of one task are rendered from."""
     rs = _one_version(name, measured) if measured else []
+    _separate_configs(rs)
     ok = _dedupe([r for r in rs if r["status"] == "ok"])
     failed = _dedupe([r for r in rs if r["status"] != "ok"])
     measured_metrics = sorted({m for r in ok for m in r["metrics"]})

@@ -1,0 +1,58 @@
+"""Protocol v2: results identified by their configuration, independent fits per seed, selection
+on the tuning split, privileged rewards labelled."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+import bench
+from bench.report.leaderboard import build
+
+SMALL = dict(samples=64, denoiser="exact", progress=False)
+
+
+def test_two_runs_with_different_settings_never_share_a_file_or_a_row(tmp_path):
+    a = bench.run("euler", "gmm8", nfe=4, seeds=[0], out=tmp_path, config=dict(rho=5.0), **SMALL)[0]
+    b = bench.run("euler", "gmm8", nfe=4, seeds=[0], out=tmp_path, config=dict(rho=6.0), **SMALL)[0]
+    c = bench.run("euler", "gmm8", nfe=4, seeds=[0], out=tmp_path, **SMALL)[0]
+    assert len({a["path"], b["path"], c["path"]}) == 3
+    assert a["label"].startswith("euler@exact-") and c["label"] == "euler@exact"
+    with pytest.raises(ValueError, match="another configuration.*own\n?.*--label"):
+        bench.run("euler", "gmm8", nfe=4, seeds=[0], out=tmp_path, config=dict(rho=6.0), label=a["label"], **SMALL)
+    assert json.loads(open(a["path"]).read())["method_config"]["rho"] == 5.0  # untouched
+    # results of two configurations under one label (copied by hand): two rows, never one mean
+    other = json.loads(open(b["path"]).read())
+    other.update(label=a["label"], seed=1)
+    (tmp_path / "gmm8" / a["label"] / "nfe4_seed1.json").write_text(json.dumps(other))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(tmp_path, tmp_path / "lb", task="gmm8", formats="csv")
+    assert any("2 different method configurations" in str(w.message) for w in caught)
+    csv = (tmp_path / "lb" / "gmm8.csv").read_text()
+    assert f"{a['label']} [config " in csv and csv.count(f"{a['label']} [config ") == 2
+
+
+def test_every_seed_is_an_independent_fit(tmp_path):
+    cfg = dict(grid_churn=[0.0, 10.0], grid_tmin=[0.05], grid_tmax=[50.0], grid_noise=[1.0], tune_samples=200)
+    rs = bench.run("edm-grid", "gmm8", nfe=7, seeds=[0, 1], out=tmp_path, cache=tmp_path / "c", config=cfg,
+                   **SMALL)
+    paths = {r["fit_cost"]["artifact_path"] for r in rs}
+    assert len(paths) == 2 and all(r["fit_cost"]["nfe"] > 0 and not r["fit_cost"]["reused"] for r in rs)
+
+
+def test_selection_scores_on_the_tuning_split_never_the_true_density(monkeypatch):
+    from bench.metrics import toy as M
+    task = bench.get_task("gmm8")
+    monkeypatch.setattr(M, "mmd_exact", lambda *a, **k: pytest.fail("selection used the exact target"))
+    x, _ = task.sample_tuning(300, 1)
+    ref, _ = task.sample_tuning(300, 2)
+    assert task.score_against(x, None, ref, None) == pytest.approx(M.mmd(x.double().numpy(), ref.double().numpy()))
+
+
+def test_the_exact_log_density_reward_is_privileged_and_not_the_default():
+    task = bench.get_task("gmm8")
+    assert bench.get_method("ddpo", task).config["reward"] == "disc"
+    assert bench.get_method("ddpo", task).privileged() is None
+    assert "exact log-density" in bench.get_method("ddpo", task, reward="logprob").privileged()
