@@ -73,9 +73,15 @@ def _typed(method: str, key: str, default, value, choices=None, types=None):
                      f"got {json.dumps(value)}; e.g. --set {key}={json.dumps(default)}")
 
 
+FAMILIES = ("classic", "tuned", "learned dynamics", "fine-tuned weights", "whole learned sampler", "floor", "other")
+
+
 class Method:
     name: str = ""
     description: str = ""
+    # what the method changes (FAMILIES): leaderboards group by it; "classic" rows are the default
+    # reference of paired comparisons; "floor" rows (true samples) are never ranked
+    family: str = "other"
     defaults: dict = {}
     # task name -> settings that replace the defaults on that task (published configurations)
     presets: dict = {}
@@ -162,6 +168,7 @@ def steps_for(solver: str, nfe_budget: int) -> int:
 
 class SolverMethod(Method):
     """A fixed solver on the EDM schedule: ``solver``, ``rho`` and solver settings in the config."""
+    family = "classic"
     solver: str = "heun"
     settings: tuple = ()  # config keys passed to the solver
 

@@ -177,6 +177,7 @@ class ClassStats:
 @register_method("ddpo")
 class DDPO(Method):
     description = "DDPO (Black et al. 2023): fine-tunes a copy of the denoiser by policy gradient on a reward"
+    family = "fine-tuned weights"
     needs = ("tuning",)
     has_fit = True
     fit_version = 3  # 2: running per-class reward buffer, LoRA; 3: reward_data

@@ -32,6 +32,7 @@ def vp_sigma(t, beta_d=19.9, beta_min=0.1):
 @register_method("dg")
 class DiscriminatorGuidance(Method):
     description = "discriminator guidance (Kim et al. 2023): Heun + w*sigma^2*grad log(d/(1-d)) in a window"
+    family = "learned dynamics"
     needs = ("tuning",)
     has_fit = True
     defaults = dict(rho=7.0, weight=2.0, weight_2nd=0.0, time_min=0.01, time_max=1.0, train_samples=5000,

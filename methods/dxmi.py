@@ -131,6 +131,7 @@ class Sampler(nn.Module):
 @register_method("dxmi")
 class DxMI(Method):
     description = "DxMI (Yoon et al. 2024): few-step sampler + EBM by max-ent IRL, sampler trained by DxDP"
+    family = "whole learned sampler"
     needs = ("tuning",)
     has_fit = True
     fit_version = 1

@@ -16,6 +16,7 @@ from bench.registry import register_method
 @register_method("edm-grid")
 class EDMGrid(SolverMethod):
     description = "EDM stochastic Heun, (S_churn, S_tmin, S_tmax, S_noise) grid-searched on the tuning split"
+    family = "tuned"
     solver = "heun"
     needs = ("tuning",)
     has_fit = True

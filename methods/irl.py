@@ -114,6 +114,7 @@ def features(x, sigma, denoised_prev, i, n_steps, spent, budget, sigma_data):
 @register_method("irl")
 class IRLSampler(Method):
     description = "inverse-RL policy-gradient sampler: learns churn/renoise/guidance per step by f-IRL"
+    family = "learned dynamics"
     needs = ("tuning",)
     has_fit = True
     fit_version = 1

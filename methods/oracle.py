@@ -12,6 +12,7 @@ from bench.registry import register_method
 @register_method("oracle")
 class Oracle(Method):
     description = "true samples at NFE 0 (the metrics' noise floor; tasks with a true sampler)"
+    family = "floor"
     needs = ("true_sampler",)
 
     def __init__(self, task=None, **config):

@@ -90,6 +90,7 @@ def step_noise(s: float, s_next: float) -> float:
 @register_method("qlearning")
 class QLearning(Method):
     description = "q-learning diffusion (Gao, Zha, Zhou): entropy-regularised RL, Gaussian policy, no pretrained score"
+    family = "whole learned sampler"
     needs = ("tuning",)
     has_fit = True
     fit_version = 1

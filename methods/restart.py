@@ -52,6 +52,7 @@ def restart_sample(denoiser, x, *, steps, intervals, rho=7.0, s_min=0.01, s_max=
 @register_method("restart")
 class Restart(Method):
     description = "Restart sampling (Xu et al. 2023): Heun main loop + forward-jump/backward-Heun intervals"
+    family = "tuned"
     defaults = dict(rho=7.0, steps=0, intervals=[], k_choices=[], s_min=0.01, s_max=1.0, s_noise=1.0,
                     search_tmin=[0.05, 0.2, 0.5, 1.0], search_ratio=[2.0, 4.0], search_nrestart=[2, 3],
                     search_k=[1, 2], tune_samples=1000)

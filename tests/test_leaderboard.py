@@ -13,7 +13,6 @@ import pytest
 from bench.report.leaderboard import build
 from bench.engine.results import REQUIRED
 
-T975_2 = 4.302652729749464  # Student t, 0.975 quantile, 2 degrees of freedom
 PROTOCOL = dict(n_samples=500, n_reference=500, reference="gmm8-v1 split 'ref', seed 0",
                 nfe_convention="measured denoiser evaluations per sample")
 
@@ -71,16 +70,26 @@ def built(tmp_path_factory):
 
 
 def ci(values):
-    n = len(values)
-    m = sum(values) / n
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    assert n == 3
-    return T975_2 * sd / math.sqrt(n)
+    """The half-width the boards promise: the larger side of scipy's 95% percentile bootstrap of the mean."""
+    import numpy as np
+    import scipy.stats
+    res = scipy.stats.bootstrap((np.asarray(values, float),), np.mean, confidence_level=0.95, n_resamples=10_000,
+                                method="percentile", rng=np.random.default_rng(0))
+    m = float(np.mean(values))
+    return max(m - res.confidence_interval.low, res.confidence_interval.high - m)
+
+
+def test_bootstrap_interval_of_three_evenly_spaced_values():
+    """Resampling {1, 2, 3}: the mean is 1 (or 3) with probability 1/27 > 2.5%, so the 95%
+    percentile interval is exactly [1, 3]; of two values {1, 2} it is [1, 2]."""
+    from bench.report.paired import bootstrap_interval
+    assert bootstrap_interval([1.0, 2.0, 3.0]) == (1.0, 3.0) and ci([1.0, 2.0, 3.0]) == 1.0
+    assert bootstrap_interval([1.0, 2.0]) == (1.0, 2.0)
 
 
 def test_writes_only_the_task_asked_for(built):
     out = built["out"]
-    names = [f"gmm8.{e}" for e in ("md", "csv", "json", "tex", "png")]
+    names = [f"gmm8.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png")]
     assert built["paths"] == [out / n for n in names]  # no README: it indexes every task, built without --task
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
@@ -90,9 +99,9 @@ def test_csv_means_and_intervals_by_hand(built):
     assert set(rows) == {("fast", 5), ("slow", 5), ("fast", 10), ("slow", 10), ("solo", 5)}
     r = rows[("fast", 5)]
     assert float(r["mmd_mean"]) == 2.0
-    assert float(r["mmd_ci95"]) == pytest.approx(T975_2 / math.sqrt(3), rel=1e-12)
+    assert float(r["mmd_ci95"]) == 1.0  # {1, 2, 3}: the interval is [1, 3]
     assert float(r["precision_mean"]) == pytest.approx(0.8, rel=1e-12)
-    assert float(r["precision_ci95"]) == pytest.approx(T975_2 * 0.1 / math.sqrt(3), rel=1e-9)
+    assert float(r["precision_ci95"]) == pytest.approx(0.1, rel=1e-9)
     for key, values in W2.items():
         assert float(rows[key]["mmd_mean"]) == pytest.approx(sum(values) / 3, rel=1e-12), key
         assert float(rows[key]["mmd_ci95"]) == pytest.approx(ci(values), rel=1e-9, abs=1e-15), key
@@ -155,9 +164,9 @@ def test_markdown_bolds_the_best_per_budget(built):
                                              ("**slow**", "10"), ("fast", "10")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     w2 = header.index("mmd ↓")
-    assert body[0][w2] == f"**2 ± {T975_2 / math.sqrt(3):.4g}**"
+    assert body[0][w2] == "**2 ± 1**"
     assert body[3][w2].startswith("**0.3 ± ")
-    assert body[1][w2] == f"5 ± {T975_2 / math.sqrt(3):.4g}"
+    assert body[1][w2] == "5 ± 1"
     assert body[3][header.index("fit NFE")] == "1200"
 
 
@@ -177,8 +186,8 @@ def test_all_tasks_and_unknown_task(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         paths = build(root, tmp_path / "lb", reported=None)
-    assert [p.name for p in paths] == [f"{t}.{e}" for t in ("gmm8", "mytask") for e in ("md", "csv", "json", "tex",
-                                                                                        "png")] + ["README.md"]
+    assert [p.name for p in paths] == [f"{t}.{e}" for t in ("gmm8", "mytask")
+                                       for e in ("md", "csv", "paired.csv", "json", "tex", "png")] + ["README.md"]
     assert any("mytask" in str(w.message) for w in caught)
     assert "Primary metric: **mmd**" in (tmp_path / "lb" / "mytask.md").read_text()  # its first metric
 
@@ -195,13 +204,13 @@ def test_cli(tmp_path, capsys):
     write(tmp_path / "r", result("a", 5, 0, 1.0))
     assert main(["leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "lb")]) == 0
     printed = capsys.readouterr().out.split()
-    gmm8 = [str(tmp_path / "lb" / f"gmm8.{e}") for e in ("md", "csv", "json", "tex", "png")]
+    gmm8 = [str(tmp_path / "lb" / f"gmm8.{e}") for e in ("md", "csv", "paired.csv", "json", "tex", "png")]
     assert [p for p in printed if "gmm8" in p] == gmm8
     assert str(tmp_path / "lb" / "cifar10.md") in printed  # reported numbers only: still a page
     assert printed[-1] == str(tmp_path / "lb" / "README.md")
     assert main(["leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "lb2"), "--task", "gmm8",
                  "--format", "latex,csv"]) == 0
-    assert capsys.readouterr().out.split() == [str(tmp_path / "lb2" / f"gmm8.{e}") for e in ("csv", "tex")]
+    assert capsys.readouterr().out.split() == [str(tmp_path / "lb2" / f"gmm8.{e}") for e in ("csv", "paired.csv", "tex")]
     assert main(["leaderboard", "--results", str(tmp_path / "r"), "--format", "docx"]) == 2
     assert "unknown leaderboard format" in capsys.readouterr().err
     assert main(["leaderboard", "--results", str(tmp_path / "none")]) == 2
@@ -252,7 +261,15 @@ def build_quiet(*args, **kw):
 
 
 def md_table(md: str) -> tuple[list[str], list[list[str]]]:
-    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    """The first table of a markdown page: header, rows."""
+    lines = md.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| "))
+    table = []
+    for ln in lines[start:]:
+        if not ln.startswith("|"):
+            break
+        if ln.startswith("| "):
+            table.append(ln)
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in table]
     return cells[0], cells[1:]
 
@@ -288,7 +305,7 @@ def test_every_file_is_byte_identical_across_builds(images):
     names = sorted(p.name for p in images["paths"])
     assert names == sorted(p.name for p in images["paths2"])
     for t in ("cifar10", "cifar10-cond", "imagenet64", "gmm8"):
-        assert {f"{t}.{e}" for e in ("md", "csv", "json", "tex", "png")} <= set(names), t
+        assert {f"{t}.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png")} <= set(names), t
     assert "cifar10_samples.png" in names and "README.md" in names and "gmm8_samples.png" not in names
     for name in names:
         assert (images["out"] / name).read_bytes() == (images["again"] / name).read_bytes(), name
@@ -468,7 +485,7 @@ def test_readme_index_best_per_nfe_with_links_and_sha(tmp_path):
     assert "2026-03-02T00:00:00+00:00" in readme and "1" * 40 in readme
     header, body = md_table(readme.split("## gmm8")[1])
     assert header[:4] == ["NFE", "best measured", "mmd ↓", "protocol"]
-    assert body[0][:3] == ["5", "a", f"1.5 ± {T975_1 * 0.5 / math.sqrt(2) * math.sqrt(2):.4g}"]
+    assert body[0][:3] == ["5", "a", "1.5 ± 0.5"]  # {1, 2}: the interval is [1, 2]
     assert body[0][3] == "[P1, seeds 0, 1](gmm8.md#protocols)"
     assert body[0][4:] == ["Paper sampler", "0.1", "Paper 2025"]  # beside, not instead
     assert body[1][:2] == ["10", "b"]  # not the oracle
@@ -476,8 +493,6 @@ def test_readme_index_best_per_nfe_with_links_and_sha(tmp_path):
     md = (tmp_path / "lb" / "gmm8.md").read_text()
     assert "| reported: Paper 2025 |" in md and "**R1** (reported): n=1000, NFE final step counted" in md
 
-
-T975_1 = 12.706204736174698  # Student t, 0.975 quantile, 1 degree of freedom
 
 
 def test_malformed_result_warns_and_is_skipped(tmp_path):
@@ -490,7 +505,7 @@ def test_malformed_result_warns_and_is_skipped(tmp_path):
     bad2["metrics"] = dict(mmd="lots", precision=0.9)
     write(root, bad2, name="bad2.json")
     paths, warned = build_quiet(root, tmp_path / "lb", task="gmm8", formats="csv")
-    assert [p.name for p in paths] == ["gmm8.csv"]
+    assert [p.name for p in paths] == ["gmm8.csv", "gmm8.paired.csv"]
     assert any("bad.json" in w and "nfe_budget" in w for w in warned)
     assert any("bad2.json" in w and "mmd" in w for w in warned)
     row = next(csv.DictReader((tmp_path / "lb" / "gmm8.csv").open()))
@@ -500,7 +515,7 @@ def test_malformed_result_warns_and_is_skipped(tmp_path):
 def test_reported_only_task_with_task_option(tmp_path):
     write(tmp_path / "r", result("a", 5, 0, 1.0))
     paths, _ = build_quiet(tmp_path / "r", tmp_path / "lb", task="cifar10")
-    assert [p.name for p in paths] == [f"cifar10.{e}" for e in ("md", "csv", "json", "tex", "png")]
+    assert [p.name for p in paths] == [f"cifar10.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png")]
     md = (tmp_path / "lb" / "cifar10.md").read_text()
     assert "| EDM (Heun, 18 steps) | 35 |" in md and "1.97" in md
     with pytest.raises(KeyError, match="unknown task 'nope'"):

@@ -56,3 +56,33 @@ def test_the_exact_log_density_reward_is_privileged_and_not_the_default():
     assert bench.get_method("ddpo", task).config["reward"] == "disc"
     assert bench.get_method("ddpo", task).privileged() is None
     assert "exact log-density" in bench.get_method("ddpo", task, reward="logprob").privileged()
+
+
+def test_paired_bootstrap_of_hand_made_numbers():
+    import pandas as pd
+
+    from bench.report.paired import compare, probability_of_improvement
+    rows = []
+    for seed, (ref, good, same, bad, other) in enumerate([(4, 1, 3, 5, 9), (4, 2, 4, 6, 9), (4, 3, 5, 7, 9)]):
+        rows += [dict(label="edm", family="classic", nfe=10, seed=seed, value=ref),
+                 dict(label="euler", family="classic", nfe=10, seed=seed, value=other),
+                 dict(label="good", family="learned dynamics", nfe=10, seed=seed, value=good),
+                 dict(label="same", family="tuned", nfe=10, seed=seed, value=same),
+                 dict(label="bad", family="tuned", nfe=10, seed=seed, value=bad),
+                 dict(label="oracle", family="floor", nfe=10, seed=seed, value=0.0)]
+    t = compare(pd.DataFrame(rows), higher_is_better=False).set_index("label")
+    assert set(t.index) == {"euler", "good", "same", "bad"} and set(t["reference"]) == {"edm"}  # best classic
+    # differences per seed: good -3, -2, -1 -> mean -2, interval [-3, -1] (1/27 > 2.5% at each end)
+    assert (t.loc["good", "diff"], t.loc["good", "diff_low"], t.loc["good", "diff_high"]) == (-2.0, -3.0, -1.0)
+    assert t.loc["good", "verdict"] == "better" and t.loc["good", "p_improve"] == 1.0
+    assert (t.loc["same", "diff_low"], t.loc["same", "diff_high"], t.loc["same", "verdict"]) == (-1.0, 1.0, "tie")
+    assert t.loc["bad", "verdict"] == "worse" and t.loc["bad", "p_improve"] == 0.0
+    assert probability_of_improvement([1, 2], [2, 3], higher_is_better=False) == (1 + 1 + 0.5 + 1) / 4
+
+
+def test_every_method_declares_a_known_family():
+    from bench import registry
+    from bench.method import FAMILIES
+    fams = {name: cls.family for name, cls in registry.methods().items()}
+    assert set(fams.values()) <= set(FAMILIES) and "other" not in fams.values(), fams
+    assert fams["edm"] == "classic" and fams["oracle"] == "floor"

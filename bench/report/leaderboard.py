@@ -11,7 +11,7 @@ A user's own boards never touch the published ones: ``out`` defaults to
 (``python -m bench leaderboard --published``).
 
 Measured rows: one per (method label, NFE budget), the mean over seeds of every
-metric with a 95% Student-t interval (half-width ``t_{0.975,n-1} * sd / sqrt(n)``;
+metric with a 95% interval (the larger side of the percentile bootstrap interval over seeds,
 none with one seed), the seeds behind it and the failed runs beside it (counted,
 never averaged). Tasks that declare ``seed_aggregate = "min"`` (EDM's protocol:
 the minimum FID over seed sets) get a "min over seeds" column for the primary
@@ -56,7 +56,8 @@ import numpy as np
 
 from bench.engine.io import atomic_write_bytes
 from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
-from bench.registry import task_class
+from bench.registry import method_class, task_class
+from bench.report import paired
 from bench.report.reported import load_reported
 from bench.engine.results import SCHEMA, config_hash, load_results
 
@@ -75,16 +76,15 @@ _PROTOCOL_FIELDS = ("n_samples", "reference", "n_reference", "reference_stats", 
 # --- statistics ------------------------------------------------------------
 
 def mean_ci(values) -> tuple[float, float]:
-    """Mean and 95% interval half-width; the half-width is NaN with fewer than two values."""
-    from scipy.stats import t as student_t
+    """Mean over seeds and the half-width of its 95% interval: the larger side of the percentile
+    bootstrap interval (``bench.report.paired.bootstrap_interval``), so ``mean ± half`` covers it.
+    NaN with fewer than two values."""
     v = np.asarray([float(x) for x in values], dtype=float)
     if v.size == 0:
         return math.nan, math.nan
     m = float(v.mean())
-    if v.size < 2:
-        return m, math.nan
-    sd = float(v.std(ddof=1))
-    return m, float(student_t.ppf(0.5 + CI_LEVEL / 2, v.size - 1) * sd / math.sqrt(v.size))
+    lo, hi = paired.bootstrap_interval(v)
+    return m, (math.nan if math.isnan(lo) else max(m - lo, hi - m))
 
 
 def _float(x) -> float:
@@ -280,6 +280,21 @@ def _task_info(task: str, metrics: list[str]) -> tuple[str, dict, str, dict]:
     return primary, higher, aggregate, notes
 
 
+def _family(method: str) -> str:
+    try:
+        return method_class(method).family
+    except LookupError:
+        return "other"
+
+
+def _primary_frame(ok: list[dict], primary: str):
+    """One row per successful result: label, family, nfe, seed and the primary metric's value."""
+    import pandas as pd
+    return pd.DataFrame([dict(label=_label(r), family=_family(r["method"]), nfe=int(r["nfe_budget"]),
+                              seed=int(r["seed"]), value=_float(r["metrics"].get(primary))) for r in ok],
+                        columns=["label", "family", "nfe", "seed", "value"])
+
+
 def _norm_protocol(r: dict) -> dict:
     """The result's protocol, with its own seed number in ``eval_seeds`` replaced by ``<seed>``
     (so results that differ only in the seed share a protocol)."""
@@ -419,6 +434,7 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
     metrics = sorted(set(measured_metrics) | {r["metric"] for r in reported})
     primary, higher, aggregate, notes = _task_info(name, metrics)
     rows = _rows(ok, failed, metrics, primary, aggregate, roots)
+    comparisons = paired.compare(_primary_frame(ok, primary), higher.get(primary, False))
     table = _table(rows, reported, primary, higher)
     # protocol ids in order of first appearance in the table
     protocols: dict[str, tuple[str, object]] = {}  # key -> (id, protocol)
@@ -446,7 +462,8 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
                                  sort_keys=True, default=str) for r in ok}) > 1]
     return dict(task=name, version=rs[0].get("task_version") if rs else None, rows=rows, reported=reported,
                 table=table, metrics=metrics, order=order, primary=primary, higher=higher, aggregate=aggregate,
-                notes={m: notes[m] for m in order if m in notes},
+                notes={m: notes[m] for m in order if m in notes}, paired=comparisons,
+                privileged=sorted({_label(r) for r in ok if r.get("privileged")}),
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
                 failed=failed, differ=differ, best=_best(rows, primary, higher),
@@ -558,8 +575,8 @@ def _md_bytes(b: dict) -> bytes:
     title = f"# Leaderboard: {task}" + (f" (v{b['version']})" if b["version"] is not None else "")
     lines = [title, ""]
     lines.append(f"Primary metric: **{primary or 'n/a'}** ({'higher' if higher.get(primary, False) else 'lower'} "
-                 f"is better; ↑/↓ mark each metric's direction). Measured rows: mean ± 95% t-interval half-width "
-                 f"over seeds (n/a with one seed); failed runs are counted, not averaged. "
+                 f"is better; ↑/↓ mark each metric's direction). Measured rows: mean ± the larger side of the 95% "
+                 f"percentile bootstrap interval over seeds (scipy.stats.bootstrap; n/a with one seed); failed runs are counted, not averaged. "
                  f"Bold: best measured mean on {primary or 'the primary metric'} at each NFE budget."
                  + (" Rows with measured NFE 0 (true samples, e.g. `oracle`) are the metrics' noise floor, never "
                     "bold." if any(_is_floor(r) for r in b["rows"]) else "")
@@ -586,9 +603,9 @@ def _md_bytes(b: dict) -> bytes:
     header = (["method", "NFE (budget)", "measured NFE", "seeds", "failed"]
               + [f"{m} {_arrow(higher, m)}" for m in order]
               + ([f"{primary} min over seeds {_arrow(higher, primary)}"] if mins else [])
-              + ["fit NFE", "fit s", "sample s", "source", "protocol"])
+              + [f"paired vs reference ({primary})", "fit NFE", "fit s", "sample s", "source", "protocol"])
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join([":--"] + ["--:"] * (len(header) - 3) + [":--", ":--"]) + "|")
+    lines.append("|" + "|".join([":--"] + ["--:"] * (len(header) - 7) + [":--"] + ["--:"] * 3 + [":--", ":--"]) + "|")
     best = {(row["method"], row["nfe"]) for rs in b["best"].values() for row in rs}
     for e in b["table"]:
         if e["kind"] == "measured":
@@ -603,16 +620,25 @@ def _md_bytes(b: dict) -> bytes:
                 cells.append("—" if math.isnan(e["min"][primary]) else _md_num(e["min"][primary]))
             if bold:
                 cells[0] = f"**{cells[0]}**"
-            cells += [_md_num(e["fit_nfe"]), _md_num(e["fit_seconds"]), _md_num(e["sample_seconds"]), "measured",
-                      _row_protocol(e)]
+            cells += [_verdict(b, e), _md_num(e["fit_nfe"]), _md_num(e["fit_seconds"]),
+                      _md_num(e["sample_seconds"]), "measured", _row_protocol(e)]
+            if e["method"] in b["privileged"]:
+                cells[0] += " (privileged)"
         else:
             cells = [_md_text(e["method"]), "n/a" if e["nfe"] is None else str(e["nfe"]), "—", "—", "—"]
             cells += [e["value_text"] if m == e["metric"] else "—" for m in order]
-            cells += (["—"] if mins else []) + ["—", "—", "—", f"reported: {_md_text(e['source'])}",
+            cells += (["—"] if mins else []) + ["—", "—", "—", "—", f"reported: {_md_text(e['source'])}",
                                                 _row_protocol(e)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Also as [CSV]({task}.csv), [JSON]({task}.json) and [LaTeX]({task}.tex) (booktabs).", "",
               f"![]({task}.png)", ""]
+    lines += ["## Paired comparisons", "",
+              f"Each row against the reference row at its NFE budget (the best classic solver there), seed by seed on "
+              f"{primary}: the mean paired difference (negative is better)"[:-len(" (negative is better)")]
+              + (" (positive is better)" if higher.get(primary, False) else " (negative is better)")
+              + ", its 95% percentile bootstrap interval over seeds (scipy.stats.bootstrap, 10,000 resamples), "
+                "the probability of improvement, and the verdict: better or worse only when the interval excludes "
+                "0, otherwise tie.", "", paired.markdown(b["paired"], primary), ""]
     s = b["samples"]
     if s is not None:
         lines += ["## Samples", "", f"![{task}: samples per method]({s['file']})", "",
@@ -654,12 +680,14 @@ def _json_bytes(b: dict) -> bytes:
     obj = dict(
         generated_by=GENERATOR, task=b["task"], task_version=b["version"], primary_metric=b["primary"],
         higher_is_better={m: bool(b["higher"].get(m, False)) for m in metrics}, seed_aggregate=b["aggregate"],
-        interval=f"{CI_LEVEL:.0%} Student-t half-width over seeds (null with one seed)",
+        interval=f"{CI_LEVEL:.0%} percentile bootstrap over seeds (scipy.stats.bootstrap), larger side as the half-width (null with one seed)",
         newest_result=None if n is None else dict(created=n.get("created"), git_sha=n.get("git_sha"),
                                                   file=n.get("_rel")),
         git_shas=b["shas"], protocols={pid: p for pid, p in b["protocols"].items()},
         measured=measured, reported=reported,
         samples=None if b["samples"] is None else {k: v for k, v in b["samples"].items() if k != "grid"})
+    obj["paired"] = b["paired"].to_dict("records")
+    obj["privileged"] = b["privileged"]
     text = json.dumps(_clean(obj), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
     return (text + "\n").encode()
 
@@ -718,7 +746,7 @@ def _tex_bytes(b: dict) -> bytes:
            r"\begin{table}[t]", r"\centering", r"\small",
            r"\caption{" + tex_escape(
                f"{task}: {primary} ({'higher' if higher.get(primary, False) else 'lower'} is better) by NFE. "
-               f"Measured: mean ± {CI_LEVEL:.0%} t-interval half-width over seeds; bold: best measured mean per NFE. "
+               f"Measured: mean ± {CI_LEVEL:.0%} bootstrap interval over seeds (larger side); bold: best measured mean per NFE. "
                f"Reported: published numbers, not measured here, never averaged with the measured ones.") + "}",
            r"\label{tab:" + re.sub(r"[^A-Za-z0-9:.-]", "-", task) + "}",
            r"\begin{tabular}{lrr" + "r" * (len(order) + int(mins)) + "ll}", r"\toprule",
@@ -980,7 +1008,7 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
              "[`results/`](results/) and the published numbers in [`reported.csv`](reported.csv); do not edit by "
              "hand: rebuilding from the same files gives the same bytes.", "",
              "Per task: the best **measured** method at each NFE budget by the task's primary metric (mean ± 95% "
-             "t-interval half-width over seeds), and beside it the best **reported** (published) number at that NFE "
+             "bootstrap interval over seeds), and beside it the best **reported** (published) number at that NFE "
              "with its source. Reported numbers are never averaged with or ranked against measured ones; protocols "
              "(P = measured, R = reported) are spelled out on each task's page.", "",
              "| task | primary metric | measured rows | reported numbers | newest result |",
@@ -1040,6 +1068,18 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).encode()
+
+
+def _verdict(b: dict, e: dict) -> str:
+    """The paired verdict of a measured row against its budget's reference row."""
+    t = b["paired"]
+    if t.empty:
+        return "—"
+    hit = t[(t["nfe"] == e["nfe"]) & (t["label"] == e["method"])]
+    if hit.empty:
+        refs = set(t.loc[t["nfe"] == e["nfe"], "reference"])
+        return "reference" if e["method"] in refs else "—"
+    return str(hit["verdict"].iloc[0])
 
 
 def _anchor(title: str) -> str:
@@ -1136,6 +1176,7 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
             files.append((out / f"{name}.md", _md_bytes(b)))
         if "csv" in formats:
             files.append((out / f"{name}.csv", _csv_bytes(b)))
+            files.append((out / f"{name}.paired.csv", b["paired"].to_csv(index=False).encode()))
         if "json" in formats:
             files.append((out / f"{name}.json", _json_bytes(b)))
         if "tex" in formats:
