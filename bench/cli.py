@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from bench.data.fetch import FetchError
+from bench.engine.suite import parse_ints
 from bench.method import BudgetError
 from bench.registry import UnknownNameError
 from bench.task import Unsupported
@@ -37,28 +38,6 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
                 shown = ",".join(map(str, shown))
             text += f" (default: {shown})"
         return text
-
-
-def parse_ints(text: str, what: str) -> list[int]:
-    """``"0-2"`` -> [0, 1, 2]; ``"5,10,20"`` -> [5, 10, 20]; mixtures of both."""
-    out = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                lo, hi = int(lo), int(hi)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"malformed {what} {text!r}: use integers, commas and ascending ranges, e.g. 0-2 or 5,10,20") from None
-    if any(v < 0 for v in out) or not out:
-        raise argparse.ArgumentTypeError(f"malformed {what} {text!r}: values must be non-negative integers")
-    return out
 
 
 def positive_int(text: str) -> int:
@@ -119,6 +98,19 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bars or per-result lines")
 
     sub.add_parser("list", help="every task and method")
+
+    su = sub.add_parser("suite", help="run a suite manifest's missing runs, then rebuild its leaderboards",
+                        formatter_class=Formatter,
+                        description="Run every run of a TOML manifest not yet done (same configuration, task "
+                                    "version, samples and code: kept), then rebuild the leaderboards.")
+    su.add_argument("manifest", help="the TOML manifest (the published one: leaderboards/suite.toml)")
+    su.add_argument("--shard", default="1/1", help="K/N: run only shard K of N (N machines, one results folder)")
+    su.add_argument("--out", default=None,
+                    help="results folder (default: leaderboards/results for the published manifest, else results)")
+    su.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
+    su.add_argument("--only", default=None, help="comma-separated tasks: run only their jobs (default: all)")
+    su.add_argument("--dry-run", action="store_true", help="list this shard's jobs and exit")
+    su.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboards afterwards")
 
     lb = sub.add_parser("leaderboard", help="build leaderboards from result files", formatter_class=Formatter)
     lb.add_argument("--task", default=None, help="one task only (default: every task with results)")
@@ -190,6 +182,8 @@ def _dispatch(a, p):
         return 0
     if a.cmd == "run":
         return _run(a)
+    if a.cmd == "suite":
+        return _suite(a)
     if a.cmd == "leaderboard":
         from bench.report.leaderboard import build
         with warnings.catch_warnings():
@@ -226,6 +220,41 @@ def _dispatch(a, p):
         print(f"wrote {a.out}")
         return 0
     return 2
+
+
+def _suite(a) -> int:
+    from pathlib import Path
+
+    from bench.engine import suite
+    from bench.engine.runner import check_device
+    from bench.report.leaderboard import PUBLISHED, PUBLISHED_RESULTS, build
+    k, _, n = a.shard.partition("/")
+    if not (k.isdigit() and n.isdigit()):
+        raise ValueError(f"--shard {a.shard}: use K/N, e.g. 2/8")
+    check_device(a.device)
+    jobs = suite.shard(suite.load(a.manifest), int(k), int(n))
+    if a.only:
+        tasks = set(a.only.split(","))
+        jobs = [j for j in jobs if j.task in tasks]
+    published = Path(a.manifest).resolve() == (PUBLISHED / "suite.toml").resolve()
+    out = Path(a.out) if a.out else (PUBLISHED_RESULTS if published else Path("results"))
+    if a.dry_run:
+        for j in jobs:
+            print(j.key)
+        return 0
+    counts = suite.run_suite(jobs, out, device=a.device)
+    print(f"suite {a.manifest} shard {a.shard}: {counts['jobs']} jobs, {counts['run']} run, {counts['kept']} kept, "
+          f"{counts['failed']} failed (git {counts['git_sha']})")
+    if not a.no_leaderboard:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning
+            if published and out.resolve() == PUBLISHED_RESULTS.resolve():
+                written = build(published=True)
+            else:
+                written = build(out)
+        print(f"leaderboards rebuilt: {len(written)} files under {written[0].parent if written else out}")
+    return 1 if counts["failed"] else 0
 
 
 def _run(a) -> int:

@@ -21,7 +21,7 @@ class EDMGrid(SolverMethod):
     needs = ("tuning",)
     has_fit = True
     defaults = dict(rho=7.0, grid_churn=[0.0, 10.0, 30.0, 80.0], grid_tmin=[0.01, 0.1],
-                    grid_tmax=[1.0, 10.0], grid_noise=[1.0, 1.007], tune_samples=1000)
+                    grid_tmax=[1.0, 10.0], grid_noise=[1.0, 1.007], tune_samples=5000)
 
     def grid(self):
         c = self.config

@@ -55,7 +55,7 @@ class Restart(Method):
     family = "tuned"
     defaults = dict(rho=7.0, steps=0, intervals=[], k_choices=[], s_min=0.01, s_max=1.0, s_noise=1.0,
                     search_tmin=[0.05, 0.2, 0.5, 1.0], search_ratio=[2.0, 4.0], search_nrestart=[2, 3],
-                    search_k=[1, 2], tune_samples=1000)
+                    search_k=[1, 2], tune_samples=5000)
     presets = {
         "cifar10": dict(steps=18, intervals=[[3, 0, 0.06, 0.30]], k_choices=[2, 5, 10, 20]),
         "cifar10-cond": dict(steps=18, intervals=[[3, 0, 0.06, 0.30]], k_choices=[2, 5, 10, 20]),

@@ -86,3 +86,70 @@ def test_every_method_declares_a_known_family():
     fams = {name: cls.family for name, cls in registry.methods().items()}
     assert set(fams.values()) <= set(FAMILIES) and "other" not in fams.values(), fams
     assert fams["edm"] == "classic" and fams["oracle"] == "floor"
+
+
+# -- the suite ----------------------------------------------------------------------------------
+
+MANIFEST = """
+[defaults]
+seeds = "0-2"
+samples = 64
+
+[[run]]
+method = "euler"
+task = "gmm8"
+nfe = "4,6"
+denoiser = "exact"
+
+[[run]]
+method = "euler"
+task = "gmm8"
+nfe = "4"
+denoiser = "exact"
+label = "euler-rho3"
+settings = { rho = 3.0 }
+"""
+
+
+def test_suite_runs_once_and_shards_partition_the_jobs(tmp_path, monkeypatch, capsys):
+    import bench.engine.runner as runner
+    from bench.cli import main
+    from bench.engine import suite
+    (tmp_path / "suite.toml").write_text(MANIFEST)
+    jobs = suite.load(tmp_path / "suite.toml")
+    assert len(jobs) == 9
+    parts = [suite.shard(jobs, k, 2) for k in (1, 2)]
+    assert sorted(j.key for p in parts for j in p) == sorted(j.key for j in jobs) and all(parts)
+    assert len({j.key for j in parts[0]} & {j.key for j in parts[1]}) == 0
+    one, calls = runner._one, []
+    monkeypatch.setattr(runner, "_one", lambda *a: (calls.append(a[4:6]), one(*a))[1])
+    out = tmp_path / "results"
+    for k in (1, 2):
+        assert main(["suite", str(tmp_path / "suite.toml"), "--shard", f"{k}/2", "--out", str(out),
+                     "--no-leaderboard"]) == 0
+    assert len(calls) == 9  # every job exactly once over the two shards
+    assert main(["suite", str(tmp_path / "suite.toml"), "--out", str(out)]) == 0
+    assert len(calls) == 9  # the second run of the whole suite does no work
+    printed = capsys.readouterr().out
+    assert "9 jobs, 0 run, 9 kept, 0 failed" in printed and "leaderboards rebuilt" in printed
+    assert (out / "leaderboards" / "gmm8.md").is_file()
+    assert sorted(p.parent.name for p in out.rglob("nfe4_seed0.json")) == ["euler-rho3", "euler@exact"]
+
+
+def test_a_bad_manifest_is_one_line(tmp_path, capsys):
+    from bench.cli import main
+    (tmp_path / "bad.toml").write_text('[[run]]\nmethod = "edm"\nnfe = "4"\n')
+    assert main(["suite", str(tmp_path / "bad.toml")]) == 2
+    assert "needs method, task and nfe" in capsys.readouterr().err
+
+
+def test_the_published_manifest_lists_known_methods_and_tasks():
+    from pathlib import Path
+
+    from bench import registry
+    from bench.engine import suite
+    jobs = suite.load(Path(__file__).resolve().parent.parent / "leaderboards" / "suite.toml")
+    assert {j.method for j in jobs} <= set(registry.methods()) and {j.task for j in jobs} <= set(registry.tasks())
+    for j in jobs:  # each entry's settings are valid for its method
+        bench.get_method(j.method, bench.get_task(j.task), **{k: json.loads(v) for k, v in j.settings})
+    assert {j.seed for j in jobs if j.method in ("edm", "irl") and j.task == "gmm8"} == set(range(5))

@@ -50,14 +50,17 @@ def write_result(path: Path, result: dict) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """sha256 (16 hex digits) of the suite's code: every source file of bench, its tasks and
-    methods, and the shipped weights' manifest. A result is redone only when this changed."""
-    roots = [Path(__file__).resolve().parents[1], *(suite_folder(name) for name in SUITE_PACKAGES)]
+    """sha256 (16 hex digits) of the code that makes a result: every source file of bench (but
+    the reports and the command line, which only read results), its tasks and methods, and the
+    shipped weights' manifest. A result is redone only when this changed."""
+    package = Path(__file__).resolve().parents[1]
+    readers = {package / "report", package / "cli.py", package / "__main__.py"}
+    roots = [package, *(suite_folder(name) for name in SUITE_PACKAGES)]
     h = hashlib.sha256()
     for root in roots:
         files = sorted(p for p in root.rglob("*") if p.suffix == ".py" or p.name == "manifest.json")
         for p in files:
-            if "__pycache__" in p.parts:
+            if "__pycache__" in p.parts or p in readers or any(r in p.parents for r in readers):
                 continue
             h.update(f"{root.name}/{p.relative_to(root).as_posix()}\0".encode())
             h.update(p.read_bytes())
