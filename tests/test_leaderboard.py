@@ -89,7 +89,7 @@ def test_bootstrap_interval_of_three_evenly_spaced_values():
 
 def test_writes_only_the_task_asked_for(built):
     out = built["out"]
-    names = [f"gmm8.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png")]
+    names = [f"gmm8.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png", "cost.png")]
     assert built["paths"] == [out / n for n in names]  # no README: it indexes every task, built without --task
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
@@ -187,7 +187,7 @@ def test_all_tasks_and_unknown_task(tmp_path):
         warnings.simplefilter("always")
         paths = build(root, tmp_path / "lb", reported=None)
     assert [p.name for p in paths] == [f"{t}.{e}" for t in ("gmm8", "mytask")
-                                       for e in ("md", "csv", "paired.csv", "json", "tex", "png")] + ["README.md"]
+                                       for e in ("md", "csv", "paired.csv", "json", "tex", "png", "cost.png")] + ["README.md"]
     assert any("mytask" in str(w.message) for w in caught)
     assert "Primary metric: **mmd**" in (tmp_path / "lb" / "mytask.md").read_text()  # its first metric
 
@@ -204,7 +204,7 @@ def test_cli(tmp_path, capsys):
     write(tmp_path / "r", result("a", 5, 0, 1.0))
     assert main(["leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "lb")]) == 0
     printed = capsys.readouterr().out.split()
-    gmm8 = [str(tmp_path / "lb" / f"gmm8.{e}") for e in ("md", "csv", "paired.csv", "json", "tex", "png")]
+    gmm8 = [str(tmp_path / "lb" / f"gmm8.{e}") for e in ("md", "csv", "paired.csv", "json", "tex", "png", "cost.png")]
     assert [p for p in printed if "gmm8" in p] == gmm8
     assert str(tmp_path / "lb" / "cifar10.md") in printed  # reported numbers only: still a page
     assert printed[-1] == str(tmp_path / "lb" / "README.md")
@@ -305,7 +305,7 @@ def test_every_file_is_byte_identical_across_builds(images):
     names = sorted(p.name for p in images["paths"])
     assert names == sorted(p.name for p in images["paths2"])
     for t in ("cifar10", "cifar10-cond", "imagenet64", "gmm8"):
-        assert {f"{t}.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png")} <= set(names), t
+        assert {f"{t}.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png", "cost.png")} <= set(names), t
     assert "cifar10_samples.png" in names and "README.md" in names and "gmm8_samples.png" not in names
     for name in names:
         assert (images["out"] / name).read_bytes() == (images["again"] / name).read_bytes(), name
@@ -515,7 +515,7 @@ def test_malformed_result_warns_and_is_skipped(tmp_path):
 def test_reported_only_task_with_task_option(tmp_path):
     write(tmp_path / "r", result("a", 5, 0, 1.0))
     paths, _ = build_quiet(tmp_path / "r", tmp_path / "lb", task="cifar10")
-    assert [p.name for p in paths] == [f"cifar10.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png")]
+    assert [p.name for p in paths] == [f"cifar10.{e}" for e in ("md", "csv", "paired.csv", "json", "tex", "png", "cost.png")]
     md = (tmp_path / "lb" / "cifar10.md").read_text()
     assert "| EDM (Heun, 18 steps) | 35 |" in md and "1.97" in md
     with pytest.raises(KeyError, match="unknown task 'nope'"):

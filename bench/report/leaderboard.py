@@ -335,6 +335,7 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
                    seeds=len(rs), seed_list=[int(r["seed"]) for r in rs], failed=n_failed.get((label, nfe), 0),
                    mean={}, ci={}, min={}, fit_nfe=_mean(f[0] for f in fits), fit_seconds=_mean(f[1] for f in fits),
                    sample_seconds=_mean(r.get("sample_seconds") for r in rs), protocols=protocols,
+                   n_samples=_mean(r.get("n_samples") for r in rs), family=_family(rs[0]["method"]) if rs else "other",
                    files=[_rel(r, roots) for r in rs], results=rs)
         for m in metrics:
             vals = [_float(r["metrics"][m]) for r in rs if m in r["metrics"]]
@@ -631,7 +632,8 @@ def _md_bytes(b: dict) -> bytes:
                                                 _row_protocol(e)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Also as [CSV]({task}.csv), [JSON]({task}.json) and [LaTeX]({task}.tex) (booktabs).", "",
-              f"![]({task}.png)", ""]
+              f"![]({task}.png)", "", f"Quality against total cost (fit plus sampling denoiser evaluations):", "",
+              f"![]({task}.cost.png)", ""]
     lines += ["## Paired comparisons", "",
               f"Each row against the reference row at its NFE budget (the best classic solver there), seed by seed on "
               f"{primary}: the mean paired difference (negative is better)"[:-len(" (negative is better)")]
@@ -807,10 +809,13 @@ def _png(fig) -> bytes:
 
 
 def _png_bytes(b: dict) -> bytes:
+    """Quality vs NFE, one panel per family of methods (what they change), sharing the y axis, so
+    twenty lines stay readable; reported numbers in a panel of their own."""
     import matplotlib
     import matplotlib.style
     import matplotlib.ticker
 
+    from bench.method import FAMILIES
     task, primary, higher = b["task"], b["primary"], b["higher"]
     by_label: dict[str, list[dict]] = {}
     for row in b["rows"]:
@@ -820,54 +825,99 @@ def _png_bytes(b: dict) -> bytes:
     for r in b["reported"]:
         if r["metric"] == primary and r["nfe"] is not None:
             rep.setdefault(r["method"], []).append(r)
+    panels = [f for f in FAMILIES if any(rs[0]["family"] == f for rs in by_label.values())]
+    panels += ["reported"] if rep else []
     # the default style, whatever the user's matplotlibrc says, so the bytes depend on the data only
     with matplotlib.style.context("default"):
-        n_lines = len(by_label) + len(rep)
-        fig = _figure((6.4 + (2.6 if n_lines > 8 else 0.0), 4.4))
-        ax = fig.add_subplot()
+        cols = max(1, min(3, len(panels)))
+        nrows = max(1, math.ceil(len(panels) / cols))
+        fig = _figure((4.6 * cols, 3.6 * nrows))
+        axes = fig.subplots(nrows, cols, sharey=True, squeeze=False).ravel()
         means = ([r["mean"][primary] for rs in by_label.values() for r in rs]
                  + [r["value"] for rs in rep.values() for r in rs])
         budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs} | {r["nfe"] for rs in rep.values()
                                                                                  for r in rs})
         log_y = bool(means) and all(v > 0 for v in means)
-        # 20 colours and 8 markers cycling together: no two of the first 40 lines look alike
-        colors = [matplotlib.colormaps["tab20"](k) for k in range(20)]
+        colors = [matplotlib.colormaps["tab10"](k) for k in range(10)]
         markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
-        style = lambda i: dict(color=colors[i % 20], marker=markers[i % len(markers)])  # noqa: E731
-        for i, label in enumerate(sorted(by_label)):
-            rs = sorted(by_label[label], key=lambda r: r["nfe"])
-            x = np.array([r["nfe"] for r in rs], dtype=float)
-            y = np.array([r["mean"][primary] for r in rs])
-            ci = np.array([r["ci"][primary] for r in rs])
-            (line,) = ax.plot(x, y, label=label, **style(i))
-            has = ~np.isnan(ci)
-            if has.any():
-                lo, hi = y - np.where(has, ci, 0.0), y + np.where(has, ci, 0.0)
-                if log_y:  # a band reaching zero or below runs off the bottom of a log axis
-                    lo = np.where(lo > 0, lo, y / 10.0)
-                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        for i, label in enumerate(sorted(rep), start=len(by_label)):
-            rs = sorted(rep[label], key=lambda r: (r["nfe"], r["value"]))
-            ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], linestyle=":", fillstyle="none",
-                    linewidth=1.0, label=f"{label} (reported)", **style(i))
-        if log_y:
-            ax.set_yscale("log")
-        if budgets and all(bb > 0 for bb in budgets) and len(budgets) > 1:
+        style = lambda i: dict(color=colors[i % 10], marker=markers[i % len(markers)])  # noqa: E731
+        for ax, panel in zip(axes, panels):
+            if panel == "reported":
+                for i, label in enumerate(sorted(rep)):
+                    rs = sorted(rep[label], key=lambda r: (r["nfe"], r["value"]))
+                    ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], linestyle=":", fillstyle="none",
+                            linewidth=1.0, label=label, **style(i))
+            else:
+                labels = sorted(k for k, rs in by_label.items() if rs[0]["family"] == panel)
+                for i, label in enumerate(labels):
+                    rs = sorted(by_label[label], key=lambda r: r["nfe"])
+                    x = np.array([r["nfe"] for r in rs], dtype=float)
+                    y = np.array([r["mean"][primary] for r in rs])
+                    ci = np.array([r["ci"][primary] for r in rs])
+                    (line,) = ax.plot(x, y, label=label, **style(i))
+                    has = ~np.isnan(ci)
+                    if has.any():
+                        lo, hi = y - np.where(has, ci, 0.0), y + np.where(has, ci, 0.0)
+                        if log_y:  # a band reaching zero or below runs off the bottom of a log axis
+                            lo = np.where(lo > 0, lo, y / 10.0)
+                        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.set_title(panel, fontsize="medium")
+            if log_y:
+                ax.set_yscale("log")
+            if budgets and all(bb > 0 for bb in budgets) and len(budgets) > 1:
+                ax.set_xscale("log")
+            if budgets:
+                ax.set_xticks(budgets)
+                ax.set_xticklabels([str(bb) for bb in budgets], fontsize="small")
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xlabel("NFE budget")
+            ax.grid(True, which="major", alpha=0.3)
+            ax.legend(fontsize="x-small")
+        for ax in axes[len(panels):]:
+            ax.axis("off")
+        if not panels:
+            axes[0].axis("on")
+            axes[0].text(0.5, 0.5, "no successful results", ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
+        fig.suptitle(f"{task}: {primary} vs NFE (mean, 95% interval over seeds)", fontsize="medium")
+        fig.tight_layout()
+        return _png(fig)
+
+
+def _cost_png_bytes(b: dict) -> bytes:
+    """Quality against the total cost of the samples behind a row: its fit's denoiser evaluations
+    plus the sampling NFE per sample times the samples drawn; one marker per row, one colour per
+    family, labelled with the method and NFE budget."""
+    import matplotlib
+    import matplotlib.style
+
+    from bench.method import FAMILIES
+    task, primary, higher = b["task"], b["primary"], b["higher"]
+    pts = [(r["family"], r["method"], r["nfe"], (r["fit_nfe"] if not math.isnan(r["fit_nfe"]) else 0.0)
+            + r["nfe_measured"] * r["n_samples"], r["mean"][primary]) for r in b["rows"]
+           if r["family"] != "floor" and not math.isnan(r["mean"].get(primary, math.nan))
+           and not math.isnan(r["n_samples"]) and not math.isnan(r["nfe_measured"])]
+    with matplotlib.style.context("default"):
+        fig = _figure((7.2, 4.8))
+        ax = fig.add_subplot()
+        colors = {f: matplotlib.colormaps["tab10"](k) for k, f in enumerate(FAMILIES)}
+        for fam in FAMILIES:
+            mine = [p for p in pts if p[0] == fam]
+            if mine:
+                ax.scatter([p[3] for p in mine], [p[4] for p in mine], color=colors[fam], label=fam, s=18)
+                for p in mine:
+                    ax.annotate(f"{p[1]}@{p[2]}", (p[3], p[4]), fontsize=5, alpha=0.7, xytext=(2, 2),
+                                textcoords="offset points")
+        if pts:
             ax.set_xscale("log")
-        if budgets:
-            ax.set_xticks(budgets)
-            ax.set_xticklabels([str(bb) for bb in budgets])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xlabel("NFE budget")
-        ax.set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
-        ax.set_title(f"{task}: {primary} vs NFE (mean, 95% interval over seeds"
-                     + ("; open markers, dotted: reported" if rep else "") + ")", fontsize="medium")
-        if n_lines > 8:
-            ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-        elif n_lines:
-            ax.legend(fontsize="small")
+            if all(p[4] > 0 for p in pts):
+                ax.set_yscale("log")
+            ax.legend(fontsize="x-small")
         else:
             ax.text(0.5, 0.5, "no successful results", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("total denoiser evaluations: fit + NFE per sample x samples")
+        ax.set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
+        ax.set_title(f"{task}: quality against total cost", fontsize="medium")
         ax.grid(True, which="major", alpha=0.3)
         fig.tight_layout()
         return _png(fig)
@@ -1183,6 +1233,7 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
             files.append((out / f"{name}.tex", _tex_bytes(b)))
         if "png" in formats:
             files.append((out / f"{name}.png", _png_bytes(b)))
+            files.append((out / f"{name}.cost.png", _cost_png_bytes(b)))
             if b["samples"] is not None:
                 files.append((out / b["samples"]["file"], _samples_png(b)))
         for path, data in files:
