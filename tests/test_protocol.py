@@ -153,3 +153,19 @@ def test_the_published_manifest_lists_known_methods_and_tasks():
     for j in jobs:  # each entry's settings are valid for its method
         bench.get_method(j.method, bench.get_task(j.task), **{k: json.loads(v) for k, v in j.settings})
     assert {j.seed for j in jobs if j.method in ("edm", "irl") and j.task == "gmm8"} == set(range(5))
+
+
+def test_the_code_version_follows_the_runs_own_modules(tmp_path, monkeypatch):
+    import sys
+
+    from bench.engine.results import code_version
+    (tmp_path / "my_sampler_mod.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_sampler_mod  # noqa: F401
+    before = code_version("bench.tasks.toy", "my_sampler_mod")
+    other = code_version("bench.tasks.toy", "bench.methods.edm")
+    (tmp_path / "my_sampler_mod.py").write_text("X = 2\n")
+    code_version.cache_clear()
+    assert code_version("bench.tasks.toy", "my_sampler_mod") != before  # its own code changed: redone
+    assert code_version("bench.tasks.toy", "bench.methods.edm") == other  # another method's: kept
+    sys.modules.pop("my_sampler_mod", None)

@@ -49,21 +49,30 @@ def write_result(path: Path, result: dict) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def code_version() -> str:
-    """sha256 (16 hex digits) of the code that makes a result: every source file of bench (but
-    the reports and the command line, which only read results), its tasks and methods, and the
-    shipped weights' manifest. A result is redone only when this changed."""
+def code_version(*modules: str) -> str:
+    """sha256 (16 hex digits) of the code that makes a result: the harness (every source file of
+    bench but the reports and the command line, which only read results), the shared helpers of
+    the suite's tasks and methods (their ``_*.py``), the shipped weights' manifest, and the files
+    of ``modules`` (the run's task and method modules). A result is redone only when this changed:
+    editing one method does not redo the others' results."""
+    import importlib
     package = Path(__file__).resolve().parents[1]
     readers = {package / "report", package / "cli.py", package / "__main__.py"}
-    roots = [package, *(suite_folder(name) for name in SUITE_PACKAGES)]
+    files = [p for p in package.rglob("*.py") if p not in readers and not any(r in p.parents for r in readers)
+             and not (p.parent.parent == package.parent and p.parent.name in SUITE_PACKAGES)]  # a wheel's copies
+    for name in SUITE_PACKAGES:
+        folder = suite_folder(name)
+        files += [p for p in folder.glob("_*.py")] + list(folder.rglob("manifest.json"))
+    for module in modules:
+        path = getattr(importlib.import_module(module), "__file__", None)
+        if path:
+            files.append(Path(path).resolve())
     h = hashlib.sha256()
-    for root in roots:
-        files = sorted(p for p in root.rglob("*") if p.suffix == ".py" or p.name == "manifest.json")
-        for p in files:
-            if "__pycache__" in p.parts or p in readers or any(r in p.parents for r in readers):
-                continue
-            h.update(f"{root.name}/{p.relative_to(root).as_posix()}\0".encode())
-            h.update(p.read_bytes())
+    for p in sorted(set(files)):
+        if "__pycache__" in p.parts:
+            continue
+        h.update(f"{p.parent.name}/{p.name}\0".encode())
+        h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -20,7 +20,8 @@ from bench.engine.io import atomic_write_bytes, check_writable, json_ready
 from bench.method import BudgetError
 from bench.noise import Noise
 from bench.registry import method_class, task_class
-from bench.engine.results import SCHEMA, code_version, config_hash, git_sha, now, result_path, versions, write_result
+from bench.engine.results import (SCHEMA, code_version, config_hash, git_sha, now, result_path, versions,
+                                  write_result)
 from bench.task import Task, Unsupported
 
 FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it
@@ -241,7 +242,8 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     n = samples or t.default_samples
     jobs = [(b, s) for b in nfe for s in seeds]
     identity = dict(method=m.name, label=label, method_config=m.config, task=t.name, task_version=t.version,
-                    task_options=t.option_record(), denoiser=denoiser_name, n_samples=n, code=code_version())
+                    task_options=t.option_record(), denoiser=denoiser_name, n_samples=n,
+                    code=code_version(type(t).__module__, type(m).__module__))
     _check_same_config(out, t.name, label, jobs, m.config)
     kept = {job: r for job in jobs if resume
             for r in [_kept(result_path(out, t.name, label, *job), dict(identity, nfe_budget=job[0], seed=job[1]))]
@@ -357,7 +359,8 @@ def _record(m, t, denoiser_name, b, s, n, device, world):
                 privileged=m.privileged(), task=t.name, task_version=t.version, task_options=t.option_record(),
                 denoiser=denoiser_name,
                 nfe_budget=b, seed=s, n_samples=n, metrics={}, nfe=None, sample_seconds=None, status="ok",
-                protocol={}, versions=versions(), code=code_version(), git_sha=git_sha(), created=now(),
+                protocol={}, versions=versions(), code=code_version(type(t).__module__, type(m).__module__),
+                git_sha=git_sha(), created=now(),
                 world_size=world, device=str(device))
 
 
