@@ -45,9 +45,14 @@ def test_splits_disjoint_deterministic_cover_everything_once():
 
 def test_task_data_access():
     task = bench.get_task("digits")
-    x, y = task.sample_reference(10_000, 0)  # more than the split: the whole evaluation split
-    xe, ye = digits.split("evaluation")
-    assert x.shape == (400, 1, 8, 8) and torch.equal(x, xe) and torch.equal(y, ye)
+    x, y = task.sample_reference(10_000, 0)  # more than there is: the whole reference, train and evaluation
+    parts = [digits.split("train"), digits.split("evaluation")]
+    assert x.shape == (1497, 1, 8, 8) and torch.equal(x, torch.cat([p[0] for p in parts]))
+    assert torch.equal(y, torch.cat([p[1] for p in parts]))
+    tune = {bytes(im.numpy()) for im in digits.split("tuning")[0]}
+    assert len(tune & {bytes(im.numpy()) for im in x}) <= 5  # disjoint splits (a few images repeat in sklearn's set)
+    sub_x, _ = task.sample_reference(100, 1)
+    assert len(sub_x) == 100 and torch.equal(sub_x, task.sample_reference(100, 1)[0])
     assert x.min() >= -1 and x.max() <= 1 and x.dtype == torch.float32
     a, _ = task.sample_tuning(50, seed=3)
     b, _ = task.sample_tuning(50, seed=3)
@@ -193,7 +198,7 @@ def test_end_to_end_edm_conditional(tmp_path):
     assert set(m) >= {"fd", "kid", "precision", "recall", "accuracy", "is"}
     assert m["fd"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     assert m["accuracy"] > 0.3  # the label conditions the samples even at NFE 5 (measured ~0.65; chance 0.1)
-    assert "digits-cnn" in r["protocol"]["feature_extractor"] and r["protocol"]["n_reference"] == 400
+    assert "digits-cnn" in r["protocol"]["feature_extractor"] and r["protocol"]["n_reference"] == 1497
 
 
 def test_end_to_end_euler_unconditional(tmp_path):
@@ -203,10 +208,10 @@ def test_end_to_end_euler_unconditional(tmp_path):
         r["metrics"])
 
 
-def test_oracle_and_guidance(tmp_path):
-    (r,) = bench.run("oracle", "digits", nfe=1, seed=0, samples=100, out=tmp_path, progress=False)
-    assert r["status"] == "ok" and r["nfe"] == 0
-    assert r["metrics"]["accuracy"] >= 0.95  # train images of the requested class
+def test_no_oracle_and_guidance(tmp_path):
+    from bench.task import Unsupported
+    with pytest.raises(Unsupported, match="fresh true samples"):  # every true image is reference or tuning
+        bench.run("oracle", "digits", nfe=1, seed=0, samples=100, out=tmp_path, progress=False)
     d = bench.get_task("digits").denoiser()
     g = Guided(d, 2.0)
     x = torch.randn(8, 1, 8, 8, dtype=torch.float64) * 80
@@ -214,3 +219,15 @@ def test_oracle_and_guidance(tmp_path):
     with torch.no_grad():
         out = euler(g, x, karras_sigmas(4, d.sigma_min, d.sigma_max), class_labels=torch.arange(8))
     assert torch.isfinite(out).all()
+
+
+def test_kid_all_pairs_against_a_direct_sum():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((60, 5)), rng.standard_normal((40, 5)) + 0.3
+    k = lambda x, y: (x @ y / 5 + 1) ** 3  # noqa: E731
+    direct = (sum(k(a[i], a[j]) for i in range(60) for j in range(60) if i != j) / (60 * 59)
+              + sum(k(b[i], b[j]) for i in range(40) for j in range(40) if i != j) / (40 * 39)
+              - 2 * sum(k(x, y) for x in a for y in b) / (60 * 40))
+    assert digits.kid_all_pairs(a, b) == pytest.approx(direct, rel=1e-12)
+    same = rng.standard_normal((3000, 5))
+    assert abs(digits.kid_all_pairs(same[:1500], same[1500:])) < 0.01  # unbiased: near 0 for one distribution

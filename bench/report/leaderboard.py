@@ -524,6 +524,12 @@ def _md_num(v) -> str:
     return f"{float(v):.4g}"
 
 
+def _pipe_table(header: list, rows: list, align: list) -> str:
+    """A markdown table (tabulate's pipe format), cells taken as the strings they are."""
+    from tabulate import tabulate
+    return tabulate(rows, headers=header, tablefmt="pipe", colalign=align, disable_numparse=True)
+
+
 def _md_text(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -542,15 +548,15 @@ def _json_num(v):
 def _csv_bytes(b: dict) -> bytes:
     metrics, primary = b["metrics"], b["primary"]
     mins = [primary] if b["aggregate"] == "min" and primary in metrics else []
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "nfe", "nfe_measured", "seeds", "failed"]
-               + [f"{m}_{s}" for m in metrics for s in ("mean", "ci95")] + [f"{m}_min" for m in mins]
-               + ["kind", "source", "reported_metric", "reported_value", "seed_list", "protocol_id", "protocol"]
-               + ["fit_nfe", "fit_seconds", "sample_seconds"])
+    import pandas as pd
+    header = (["method", "nfe", "nfe_measured", "seeds", "failed"]
+              + [f"{m}_{s}" for m in metrics for s in ("mean", "ci95")] + [f"{m}_min" for m in mins]
+              + ["kind", "source", "reported_metric", "reported_value", "seed_list", "protocol_id", "protocol"]
+              + ["fit_nfe", "fit_seconds", "sample_seconds"])
+    rows = []
     for e in b["table"]:
         if e["kind"] == "measured":
-            w.writerow([e["method"], _csv_num(e["nfe"]), _csv_num(e["nfe_measured"]), e["seeds"], e["failed"]]
+            rows.append([e["method"], _csv_num(e["nfe"]), _csv_num(e["nfe_measured"]), e["seeds"], e["failed"]]
                        + [_csv_num(e[s][m]) for m in metrics for s in ("mean", "ci")]
                        + [_csv_num(e["min"].get(m)) for m in mins]
                        + ["measured", "measured", "", "", " ".join(map(str, e["seed_list"])),
@@ -558,10 +564,11 @@ def _csv_bytes(b: dict) -> bytes:
                           " | ".join(_protocol_text(b["protocols"][i]) for i in e["protocol_ids"])]
                        + [_csv_num(e["fit_nfe"]), _csv_num(e["fit_seconds"]), _csv_num(e["sample_seconds"])])
         else:
-            w.writerow([e["method"], _csv_num(e["nfe"]), "", "", ""] + [""] * (2 * len(metrics) + len(mins))
-                       + ["reported", e["source"], e["metric"], e["value_text"], "", e["protocol_ids"][0],
-                          e["protocol"], "", "", ""])
-    return buf.getvalue().encode()
+            rows.append([e["method"], _csv_num(e["nfe"]), "", "", ""] + [""] * (2 * len(metrics) + len(mins))
+                        + ["reported", e["source"], e["metric"], e["value_text"], "", e["protocol_ids"][0],
+                           e["protocol"], "", "", ""])
+    # every cell is already the text it should be (numbers as repr): pandas only lays out and quotes
+    return pd.DataFrame(rows, columns=header, dtype=str).to_csv(index=False, lineterminator="\n").encode()
 
 
 # --- markdown -------------------------------------------------------------------
@@ -577,8 +584,10 @@ def _md_bytes(b: dict) -> bytes:
     lines = [title, ""]
     lines.append(f"Primary metric: **{primary or 'n/a'}** ({'higher' if higher.get(primary, False) else 'lower'} "
                  f"is better; ↑/↓ mark each metric's direction). Measured rows: mean ± the larger side of the 95% "
-                 f"percentile bootstrap interval over seeds (scipy.stats.bootstrap; n/a with one seed); failed runs are counted, not averaged. "
-                 f"Bold: best measured mean on {primary or 'the primary metric'} at each NFE budget."
+                 f"percentile bootstrap interval over seeds (scipy.stats.bootstrap; n/a with one seed); failed runs "
+                 f"are counted, not averaged. Bold: the best measured mean on {primary or 'the primary metric'} at "
+                 f"each NFE budget, a ranking, not a claim: whether a row beats the reference is the paired column's "
+                 f"verdict (better or worse only when the paired interval excludes 0, else tie)."
                  + (" Rows with measured NFE 0 (true samples, e.g. `oracle`) are the metrics' noise floor, never "
                     "bold." if any(_is_floor(r) for r in b["rows"]) else "")
                  + (f" The task follows EDM's protocol of the minimum over seed sets: the column "
@@ -605,8 +614,8 @@ def _md_bytes(b: dict) -> bytes:
               + [f"{m} {_arrow(higher, m)}" for m in order]
               + ([f"{primary} min over seeds {_arrow(higher, primary)}"] if mins else [])
               + [f"paired vs reference ({primary})", "fit NFE", "fit s", "sample s", "source", "protocol"])
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join([":--"] + ["--:"] * (len(header) - 7) + [":--"] + ["--:"] * 3 + [":--", ":--"]) + "|")
+    align = ["left"] + ["right"] * (len(header) - 7) + ["left"] + ["right"] * 3 + ["left", "left"]
+    body = []
     best = {(row["method"], row["nfe"]) for rs in b["best"].values() for row in rs}
     for e in b["table"]:
         if e["kind"] == "measured":
@@ -630,15 +639,15 @@ def _md_bytes(b: dict) -> bytes:
             cells += [e["value_text"] if m == e["metric"] else "—" for m in order]
             cells += (["—"] if mins else []) + ["—", "—", "—", "—", f"reported: {_md_text(e['source'])}",
                                                 _row_protocol(e)]
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines.append(_pipe_table(header, body, align))
     lines += ["", f"Also as [CSV]({task}.csv), [JSON]({task}.json) and [LaTeX]({task}.tex) (booktabs).", "",
               f"![]({task}.png)", "", f"Quality against total cost (fit plus sampling denoiser evaluations):", "",
               f"![]({task}.cost.png)", ""]
     lines += ["## Paired comparisons", "",
               f"Each row against the reference row at its NFE budget (the best classic solver there), seed by seed on "
-              f"{primary}: the mean paired difference (negative is better)"[:-len(" (negative is better)")]
-              + (" (positive is better)" if higher.get(primary, False) else " (negative is better)")
-              + ", its 95% percentile bootstrap interval over seeds (scipy.stats.bootstrap, 10,000 resamples), "
+              f"{primary}: the mean paired difference ({'positive' if higher.get(primary, False) else 'negative'} "
+              f"is better), its 95% percentile bootstrap interval over seeds (scipy.stats.bootstrap, 10,000 resamples), "
                 "the probability of improvement, and the verdict: better or worse only when the interval excludes "
                 "0, otherwise tie.", "", paired.markdown(b["paired"], primary), ""]
     s = b["samples"]
