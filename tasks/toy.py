@@ -6,6 +6,13 @@
 | gmm25-v2 | 25 isotropic Gaussians, equal weights, means on the grid {-2,-1,0,1,2}^2, std 0.1 | - |
 | gmm8-cond-v2 | gmm8, the label picks the component | 8 |
 | checkerboard-v2 | uniform on the 8 dark squares of a 4x4 board covering [-2, 2]^2 | - |
+| gmm8-shift-v1 | gmm8's 8 Gaussians with geometric weights w_k = 0.7^k / sum (0.30 down to 0.025), sampled with gmm8's denoisers, which learned equal weights | - |
+
+``gmm8-shift`` asks whether a sampler can correct its denoiser's bias: the tuning and
+evaluation data follow the unequal weights, the denoisers (``learned``: gmm8's network;
+``exact``: gmm8's equal-weight posterior mean) do not. Besides the v2 metrics against the
+shifted target, ``mode_tv`` is the total variation between the samples' mode weights (each
+sample to its nearest mean) and the target's.
 
 Metrics (v2; v1 results are not comparable): the primary ``mmd`` is the unbiased squared MMD
 of all samples (10,000 per seed) against the exact target distribution, through the
@@ -159,13 +166,25 @@ class ToyTask(Task):
 class GMMTask(ToyTask):
     means: np.ndarray
     std: float
+    weights: np.ndarray | None = None  # the data's component weights (None: equal)
+
+    def data_weights(self) -> np.ndarray:
+        K = len(self.means)
+        return np.full(K, 1.0 / K) if self.weights is None else np.asarray(self.weights, np.float64)
 
     def _draw(self, n, rng):
-        k = rng.integers(len(self.means), size=n)
+        k = rng.choice(len(self.means), size=n, p=self.data_weights()) if self.weights is not None \
+            else rng.integers(len(self.means), size=n)
         return self.means[k] + self.std * rng.standard_normal((n, 2)), k
 
     def _true(self, noise, class_labels):
-        k = (noise.rand(()) * len(self.means)).long() if class_labels is None else class_labels.cpu().long()
+        if class_labels is not None:
+            k = class_labels.cpu().long()
+        elif self.weights is None:
+            k = (noise.rand(()) * len(self.means)).long()
+        else:
+            cdf = torch.as_tensor(np.cumsum(self.data_weights()), dtype=torch.float64)
+            k = torch.searchsorted(cdf, noise.rand((), dtype=torch.float64)).clamp_max(len(self.means) - 1)
         m = torch.as_tensor(self.means, dtype=torch.float64)[k]
         return m + self.std * noise.randn((2,), dtype=torch.float64)
 
@@ -176,12 +195,12 @@ class GMMTask(ToyTask):
 
     def log_prob(self, x):
         d2 = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)
-        logp = -0.5 * d2 / self.std**2 - np.log(2 * np.pi * self.std**2) - np.log(len(self.means))
+        logp = -0.5 * d2 / self.std**2 - np.log(2 * np.pi * self.std**2) + np.log(self.data_weights())[None]
         return np.logaddexp.reduce(logp, axis=1)
 
     def target(self):
         K = len(self.means)
-        return M.GaussianMixture(self.means, np.full(K, self.std), np.full(K, 1.0 / K))
+        return M.GaussianMixture(self.means, np.full(K, self.std), self.data_weights())
 
     def extra_metrics(self, x, labels):
         """``kl``: KL(q || p), k-NN entropy of the samples, exact log-density.
@@ -192,6 +211,9 @@ class GMMTask(ToyTask):
         close = d.min(1) <= 3 * self.std
         counts = np.bincount(nearest[close], minlength=len(self.means))
         out = dict(kl=M.kl(x, self.log_prob), modes=int((counts >= 0.25 * len(x) / len(self.means)).sum()))
+        if self.weights is not None:
+            share = np.bincount(nearest, minlength=len(self.means)) / len(x)
+            out["mode_tv"] = float(0.5 * np.abs(share - self.data_weights()).sum())
         if labels is not None:
             out["class_acc"] = float((nearest == np.asarray(labels)).mean())
         return out
@@ -208,6 +230,18 @@ class GMM8(GMMTask):
     means = _ring(8, 4 / math.sqrt(2))
     std = 0.5 / math.sqrt(2)
     sigma_data = 2.0
+
+
+@register_task("gmm8-shift")
+class GMM8Shift(GMM8):
+    description = "gmm8 with geometric weights 0.7^k, sampled with gmm8's equal-weight denoisers (bias correction)"
+    version = 1
+    weights = 0.7 ** np.arange(8) / (0.7 ** np.arange(8)).sum()
+    metric_notes = dict(GMM8.metric_notes, mode_tv="total variation between the samples' nearest-mode shares and "
+                                                    "the target weights")
+
+    def weights_path(self):
+        return WEIGHTS / "gmm8.safetensors"  # gmm8's network: it learned equal weights
 
 
 @register_task("gmm25")

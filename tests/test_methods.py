@@ -11,7 +11,7 @@ from bench.denoiser import CountingDenoiser, EDMPrecond
 from bench.method import BudgetError
 from bench.task import Unsupported
 from bench.nets.toynet import MLPNet
-from bench.methods.irl import IRLSampler, Policy, advantages, policy_loss
+from bench.methods.irl import IRLSampler, Policy, policy_loss, returns_to_go
 from bench.methods.restart import Restart, restart_nfe
 
 
@@ -122,36 +122,73 @@ def test_policy_gradient_is_unbiased_on_a_one_step_bandit():
     assert torch.allclose(grad_ppo, grad)
 
 
-def test_advantages_are_returns_to_go_centred_per_step():
-    rew = torch.tensor([[1.0, 3.0], [2.0, 2.0]])  # [steps, batch]
-    ret = torch.tensor([[3.0, 5.0], [2.0, 2.0]])
-    expect = (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
-    assert torch.allclose(advantages(rew), expect)
+def test_returns_to_go_average_each_samples_remaining_rewards():
+    rew = torch.tensor([[1.0, 3.0], [2.0, 2.0], [6.0, 7.0]])  # [steps, batch]
+    valid = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])  # the second sample finished after 2 steps
+    assert torch.equal(returns_to_go(rew, valid), torch.tensor([[3.0, 2.5], [4.0, 2.0], [6.0, 0.0]]))
 
 
-@pytest.mark.parametrize("bias", [-20.0, 0.0, 20.0])
-def test_irl_never_exceeds_the_nfe_budget(bias):
-    """Whatever the policy prefers (all renoise and strongest guidance, or none), every
-    sample's spent NFE stays within the budget and the counted NFE agrees."""
-    task = bench.get_task("gmm8-cond")
-    m = IRLSampler(task=task, renoise=True, reserve=6)
-    m.policy = m._new_policy(15)
+def _random_policy(m, budget, seed):
+    m.policy = m._new_policy(budget)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        m.policy.net[-1].bias.copy_(torch.tensor([0, 0, 0, 0, 0, -bias, bias, -bias, 0, 0, bias]))
-    d = CountingDenoiser(task.exact_denoiser())
+        m.policy.net[-1].bias.copy_(torch.randn(m.policy.net[-1].bias.shape, generator=g) * 3)
+        m.policy.net[-1].weight.copy_(torch.randn(m.policy.net[-1].weight.shape, generator=g))
+    return m
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler", "dpmpp-2m"])
+@pytest.mark.parametrize("budget", [3, 4, 7, 10])
+def test_irl_never_exceeds_the_nfe_budget_under_random_actions(solver, budget):
+    """Random policies (schedule, churn and guidance actions sampled): every sample ends at
+    sigma = 0, spends at most the budget, and the counted evaluations agree."""
     from bench.noise import Noise
-    noise = Noise(0, torch.arange(64))
-    x = noise.randn((2,), dtype=torch.float64) * 80.0
-    labels = task.class_labels(0, torch.arange(64))
+    task = bench.get_task("gmm8-cond")
+    for seed in range(3):
+        m = _random_policy(IRLSampler(task=task, solver=solver, greedy=False), budget, seed)
+        d = CountingDenoiser(task.exact_denoiser())
+        noise = Noise(seed, torch.arange(128))
+        x = noise.randn((2,), dtype=torch.float64) * 80.0
+        with torch.no_grad():
+            _, traj = m.rollout(d, x, nfe_budget=budget, class_labels=task.class_labels(0, torch.arange(128)),
+                                noise=noise, record=True)
+        assert traj["spent"].max() <= budget and d.rows == traj["spent"].sum()
+        finished = torch.zeros(128, dtype=torch.bool)
+        for act, active in zip(traj["act"], traj["active"]):
+            finished |= active & (torch.tensor(m.families()["advance"])[act["advance"]] == 0)
+        assert finished.all()  # every trajectory ends with its step to sigma = 0
+        used = set(torch.cat([a["guidance"] for a in traj["act"]]).tolist())
+        assert len(used) > 1  # the guidance actions were really taken
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler", "dpmpp-2m"])
+def test_irl_restricted_to_edms_schedule_is_its_base_solver_bit_for_bit(solver):
+    from bench.method import SOLVER_SPECS, steps_for
+    task = bench.get_task("gmm8")
+    den = task.denoiser("exact")
+    m = IRLSampler(task=task, solver=solver, advance=[4], grid=4, churn=[0.0])
+    m.policy = m._new_policy(11)
+    x = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * den.sigma_max
+    sig = bench.sampling.karras_sigmas(steps_for(solver, 11), den.sigma_min, den.sigma_max)
     with torch.no_grad():
-        _, traj = m.rollout(d, x, nfe_budget=15, class_labels=labels, noise=noise, record=True)
-    assert traj["spent"].max() <= 15 and d.rows == traj["spent"].sum()
-    if bias > 0:
-        assert traj["spent"].max() > 2 * m.base_steps(15) - 1  # the extra actions were really taken
+        assert torch.equal(m.sample(den, x, nfe_budget=11), SOLVER_SPECS[solver].fn(den, x, sig))
+
+
+def test_irl_greedy_evaluation_is_deterministic_and_split_invariant():
+    task = bench.get_task("gmm8-cond")
+    den = task.denoiser("exact")
+    m = _random_policy(IRLSampler(task=task), 10, 1)
+    a, la = bench.generate(m.sample, task, den, 96, 5, nfe_budget=10)
+    b, lb = bench.generate(m.sample, task, den, 96, 5, nfe_budget=10, batch_size=17)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    m.config["greedy"] = False  # sampled actions: still a function of the seed's streams
+    c, _ = bench.generate(m.sample, task, den, 96, 5, nfe_budget=10)
+    d, _ = bench.generate(m.sample, task, den, 96, 5, nfe_budget=10, batch_size=17)
+    assert torch.equal(c, d) and not torch.equal(a, c)
 
 
 def test_irl_trains_saves_and_reloads_to_identical_samples(tmp_path):
-    cfg = dict(iters=2, batch=32, disc_steps=5, disc_batch=32, tune_samples=200)
+    cfg = dict(iters=2, batch=32, disc_steps=5, disc_batch=32, tune_samples=200, eval_every=1, eval_samples=200)
     kw = dict(nfe=7, denoiser="exact", out=tmp_path / "r", samples=200, progress=False, config=cfg,
               cache=tmp_path / "c", save_samples=True)
     first = bench.run("irl", "gmm8", **kw)[0]
@@ -173,8 +210,9 @@ def test_irl_trains_saves_and_reloads_to_identical_samples(tmp_path):
 def test_irl_bad_input(tmp_path, no_tuning_task):
     with pytest.raises(ValueError, match='setting divergence of method irl is one of .*got "kl"'):
         bench.get_method("irl", bench.get_task("gmm8"), divergence="kl")
-    with pytest.raises(BudgetError, match="cannot fit NFE budget 9"):
-        bench.run("irl", "gmm8", nfe=9, out=tmp_path, samples=10, progress=False,
-                  config=dict(renoise=True, reserve=0))
+    with pytest.raises(BudgetError, match="NFE budget 2 is too small for irl with heun"):
+        bench.run("irl", "gmm8", nfe=2, out=tmp_path, samples=10, progress=False)
+    with pytest.raises(ValueError, match="advance lists grid steps"):
+        bench.get_method("irl", bench.get_task("gmm8"), advance=[0])
     with pytest.raises(Unsupported, match="no tuning split"):
         bench.run("irl", no_tuning_task, nfe=9, out=tmp_path, samples=10, progress=False)

@@ -169,3 +169,42 @@ def test_the_code_version_follows_the_runs_own_modules(tmp_path, monkeypatch):
     assert code_version("bench.tasks.toy", "my_sampler_mod") != before  # its own code changed: redone
     assert code_version("bench.tasks.toy", "bench.methods.edm") == other  # another method's: kept
     sys.modules.pop("my_sampler_mod", None)
+
+
+def test_cost_ratio_at_equal_quality_of_hand_made_curves():
+    from bench.report.curves import cost_ratios, running_best
+    grid = [dict(fit_nfe=100 * (i + 1), score=s) for i, s in enumerate([0.5, 0.3, 0.4, 0.2, 0.25])]
+    fast = [dict(fit_nfe=10, score=0.6), dict(fit_nfe=30, score=0.19), dict(fit_nfe=50, score=0.1)]
+    slow = [dict(fit_nfe=10, score=0.6), dict(fit_nfe=900, score=0.3)]
+    x, best = running_best(grid, higher=False)
+    assert best.tolist() == [0.5, 0.3, 0.3, 0.2, 0.2]
+    curves = {("grid", 10, 0): grid, ("irl", 10, 0): fast, ("grid", 10, 1): grid, ("irl", 10, 1): slow}
+    t = cost_ratios(curves, {"grid": "tuned", "irl": "learned dynamics"}, higher=False)
+    assert len(t) == 1 and t.iloc[0]["reached"] == 1 and t.iloc[0]["seeds"] == 2
+    # seed 0 reaches the grid's final 0.2 at 30 of the grid's 500 NFE; seed 1 never: the median is inf
+    assert t.iloc[0]["median_ratio"] == float("inf")
+    t1 = cost_ratios({k: v for k, v in curves.items() if k[2] == 0}, {"grid": "tuned", "irl": "learned dynamics"},
+                     higher=False)
+    assert t1.iloc[0]["median_ratio"] == 30 / 500
+
+
+def test_searches_record_their_cost_to_quality_curve(tmp_path):
+    cfg = dict(grid_churn=[0.0, 10.0], grid_tmin=[0.05], grid_tmax=[50.0], grid_noise=[1.0], tune_samples=200)
+    r = bench.run("edm-grid", "gmm8", nfe=7, seeds=[0], out=tmp_path, cache=tmp_path / "c", config=cfg, **SMALL)[0]
+    curve = r["fit_curve"]
+    assert len(curve) == 2 and [p["fit_nfe"] for p in curve] == [200 * 7, 400 * 7]
+    assert curve[-1]["fit_nfe"] == r["fit_cost"]["nfe"]
+
+
+def test_gmm8_shift_has_unequal_weights_and_the_equal_weight_denoiser():
+    import numpy as np
+    task = bench.get_task("gmm8-shift")
+    w = task.data_weights()
+    assert abs(w.sum() - 1) < 1e-12 and w[0] / w[1] == pytest.approx(1 / 0.7)
+    x, _ = task.sample_reference(10_000)
+    m = task.metrics(x, None, x, None, names=["mmd", "mode_tv"])
+    assert abs(m["mmd"]) < 1e-3 and m["mode_tv"] < 0.02  # its own data: near the floor
+    plain = bench.get_task("gmm8").sample_reference(10_000)[0]
+    assert task.metrics(plain, None, x, None, names=["mode_tv"])["mode_tv"] == pytest.approx(
+        0.5 * np.abs(np.full(8, 1 / 8) - w).sum(), abs=0.02)  # equal weights are off by their TV
+    assert task.weights_path().name == "gmm8.safetensors"

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,7 @@ class FitContext:
     batch_size: int
     progress: bool
     eval_seed: int = 0
+    curve: list = field(default_factory=list)  # (fit NFE so far, tuning score) as the fit goes
 
     @property
     def seed(self) -> int:
@@ -116,6 +117,11 @@ class FitContext:
     def tuning(self, n):
         """``n`` samples of the task's tuning split, drawn for this fit's seed."""
         return self.task.sample_tuning(n, self.eval_seed)
+
+    def record_score(self, score: float):
+        """Note a tuning-split score of the task's primary metric reached so far: the fit's
+        cost-to-quality curve (``fit_curve`` in the results, plotted by the leaderboards)."""
+        self.curve.append(dict(fit_nfe=int(self.denoiser.rows), score=float(score)))
 
     def torch_seed(self, setting: int = 0) -> int:
         """A seed for the fit's own generators: from the method's ``seed`` setting and the fit's seed."""
@@ -147,6 +153,8 @@ class FitContext:
             x, labels = self.generate(method.sample, n)
             score = task.score_against(x, labels, ref_x, ref_labels)
             table.append(dict(cand, score=score if math.isfinite(score) else None))
+            if math.isfinite(score):
+                self.record_score(score)
         scored = [row for row in table if row["score"] is not None]
         if not scored:
             raise FloatingPointError(f"every candidate gave a non-finite {metric}")
@@ -189,17 +197,21 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(key_hash(key), 16) % 2**63)
             artifact = method.fit(ctx)
+        if ctx.curve:
+            artifact.meta["curve"] = ctx.curve
         cost = dict(nfe=denoiser.rows, seconds=time.perf_counter() - t0)
         store.save(key, artifact, cost)
         method.load(artifact)
         dist.barrier(world)
-        return dict(cost, reused=False, artifact=dict(cost), artifact_path=str(store.path(key)))
+        return dict(cost, reused=False, artifact=dict(cost), artifact_path=str(store.path(key)),
+                    curve=artifact.meta.get("curve"))
     dist.barrier(world)
     if cached is None:
         cached = store.load(key)
     artifact, cost = cached
     method.load(artifact)
-    return dict(nfe=0, seconds=0.0, reused=True, artifact=cost, artifact_path=str(store.path(key)))
+    return dict(nfe=0, seconds=0.0, reused=True, artifact=cost, artifact_path=str(store.path(key)),
+                curve=artifact.meta.get("curve"))
 
 
 def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: int | None = None,
@@ -315,6 +327,7 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
     bar = tqdm(jobs, desc=f"{m.name} on {t.name}", disable=not live)
     fit_cost = None
     fit_error = None
+    curve = None
     for k, (b, s) in enumerate(bar):
         t_job = time.perf_counter()
         if m.has_fit:  # every seed is an independent fit
@@ -323,6 +336,7 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
             try:
                 fit_cost = dict(_fit(m, t, counted, denoiser_name, b, s, device, batch_size, live, store, rank,
                                      world), budget=b)
+                curve = fit_cost.pop("curve", None)
             except (BudgetError, Unsupported):
                 raise
             except Exception as e:  # a diverged or broken fit: its budget's results say failed, nothing is cached
@@ -335,6 +349,8 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
             r, drawn = _failed(m, t, denoiser_name, b, s, n, device, world, fit_error), None
         r.update(label=label, fit_cost={k: v for k, v in (fit_cost or dict(nfe=0, seconds=0.0)).items()
                                         if k != "budget"})
+        if curve:
+            r["fit_curve"] = curve
         if rank == 0:
             path = result_path(out, t.name, label, b, s)
             if save_samples and drawn is not None:

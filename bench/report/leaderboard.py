@@ -57,7 +57,7 @@ import numpy as np
 from bench.engine.io import atomic_write_bytes
 from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.registry import method_class, task_class
-from bench.report import paired
+from bench.report import curves, paired
 from bench.report.reported import load_reported
 from bench.engine.results import SCHEMA, config_hash, load_results
 
@@ -436,6 +436,9 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
     primary, higher, aggregate, notes = _task_info(name, metrics)
     rows = _rows(ok, failed, metrics, primary, aggregate, roots)
     comparisons = paired.compare(_primary_frame(ok, primary), higher.get(primary, False))
+    fit_curves = {(_label(r), int(r["nfe_budget"]), int(r["seed"])): r["fit_curve"] for r in ok
+                  if isinstance(r.get("fit_curve"), list) and r["fit_curve"]}
+    families = {_label(r): _family(r["method"]) for r in ok}
     table = _table(rows, reported, primary, higher)
     # protocol ids in order of first appearance in the table
     protocols: dict[str, tuple[str, object]] = {}  # key -> (id, protocol)
@@ -463,7 +466,9 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
                                  sort_keys=True, default=str) for r in ok}) > 1]
     return dict(task=name, version=rs[0].get("task_version") if rs else None, rows=rows, reported=reported,
                 table=table, metrics=metrics, order=order, primary=primary, higher=higher, aggregate=aggregate,
-                notes={m: notes[m] for m in order if m in notes}, paired=comparisons,
+                notes={m: notes[m] for m in order if m in notes}, paired=comparisons, fit_curves=fit_curves,
+                cost_ratios=curves.cost_ratios(fit_curves, families, higher.get(primary, False)),
+                families=families,
                 privileged=sorted({_label(r) for r in ok if r.get("privileged")}),
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
@@ -650,6 +655,13 @@ def _md_bytes(b: dict) -> bytes:
               f"is better), its 95% percentile bootstrap interval over seeds (scipy.stats.bootstrap, 10,000 resamples), "
                 "the probability of improvement, and the verdict: better or worse only when the interval excludes "
                 "0, otherwise tie.", "", paired.markdown(b["paired"], primary), ""]
+    if b["fit_curves"]:
+        lines += ["## Fit cost to quality", "", "The task's primary metric on the tuning split against the fit's "
+                  "denoiser evaluations so far (a search's candidates as the grid grows, a learned sampler's "
+                  "evaluations as it trains), and the cost ratio at equal quality: the fit NFE at which a learned "
+                  "row first reaches a tuned row's final tuning score, over the tuned row's whole fit NFE "
+                  "(median over seeds; under 1: cheaper).", "", curves.markdown(b["cost_ratios"]), "",
+                  f"![]({task}.fit.png)", ""]
     s = b["samples"]
     if s is not None:
         lines += ["## Samples", "", f"![{task}: samples per method]({s['file']})", "",
@@ -698,6 +710,7 @@ def _json_bytes(b: dict) -> bytes:
         measured=measured, reported=reported,
         samples=None if b["samples"] is None else {k: v for k, v in b["samples"].items() if k != "grid"})
     obj["paired"] = b["paired"].to_dict("records")
+    obj["cost_ratios"] = b["cost_ratios"].to_dict("records")
     obj["privileged"] = b["privileged"]
     text = json.dumps(_clean(obj), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
     return (text + "\n").encode()
@@ -891,6 +904,13 @@ def _png_bytes(b: dict) -> bytes:
         fig.suptitle(f"{task}: {primary} vs NFE (mean, 95% interval over seeds)", fontsize="medium")
         fig.tight_layout()
         return _png(fig)
+
+
+def _fit_png_bytes(b: dict) -> bytes:
+    import matplotlib.style
+    with matplotlib.style.context("default"):
+        return _png(curves.figure(b["task"], b["fit_curves"], b["families"], b["primary"],
+                                  b["higher"].get(b["primary"], False)))
 
 
 def _cost_png_bytes(b: dict) -> bytes:
@@ -1245,6 +1265,8 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
         if "png" in formats:
             files.append((out / f"{name}.png", _png_bytes(b)))
             files.append((out / f"{name}.cost.png", _cost_png_bytes(b)))
+            if b["fit_curves"]:
+                files.append((out / f"{name}.fit.png", _fit_png_bytes(b)))
             if b["samples"] is not None:
                 files.append((out / b["samples"]["file"], _samples_png(b)))
         for path, data in files:

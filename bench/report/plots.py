@@ -16,19 +16,20 @@ def save(fig: Figure, path):
     atomic_write_bytes(path, buf.getvalue())
 
 
-def action_distribution(path, sigmas, probs, families: dict):
-    """One panel per action family: stacked probability of each action against the step's noise level."""
+def action_distribution(path, ticks, probs, families: dict, xlabel: str = "sigma at the step"):
+    """One panel per action family: stacked probability of each action per step (``ticks``: the
+    steps' labels, noise levels as numbers or any strings)."""
     fig = Figure(figsize=(4.2 * len(families), 3.2))
     for j, (name, values) in enumerate(families.items()):
         ax = fig.add_subplot(1, len(families), j + 1)
-        bottom = [0.0] * len(sigmas)
+        bottom = [0.0] * len(ticks)
         for k, v in enumerate(values):
             p = [row[name][k] for row in probs]
-            ax.bar(range(len(sigmas)), p, bottom=bottom, label=f"{name}={v}")
+            ax.bar(range(len(ticks)), p, bottom=bottom, label=f"{name}={v}")
             bottom = [a + b for a, b in zip(bottom, p)]
-        ax.set_xticks(range(len(sigmas)))
-        ax.set_xticklabels([f"{s:.2g}" for s in sigmas], rotation=60, fontsize=7)
-        ax.set_xlabel("sigma at the step")
+        ax.set_xticks(range(len(ticks)))
+        ax.set_xticklabels([t if isinstance(t, str) else f"{t:.2g}" for t in ticks], rotation=60, fontsize=7)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("probability")
         ax.set_title(f"learned {name}")
         ax.legend(fontsize=7)

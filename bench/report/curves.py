@@ -1,0 +1,90 @@
+"""Cost to quality of the fits: the task's primary metric on the tuning split against the fit's
+denoiser evaluations so far (``fit_curve`` in the result files: the candidates of a search as
+the grid grows, a learned sampler's evaluations as its training goes).
+
+The cost ratio at equal quality compares a learned row L with a tuned row T (a method's
+``family``) at the same NFE budget and seed: the fit NFE at which L's best score so far first
+reaches T's final best, over T's total fit NFE. Under 1, L gets there cheaper; ``not reached``
+when it never does. Per pair of rows, the median over the seeds and how many reached it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+LEARNED = ("learned dynamics", "whole learned sampler", "fine-tuned weights")
+
+
+def running_best(curve: list[dict], higher: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(fit NFE, best score so far) of a curve."""
+    nfe = np.array([p["fit_nfe"] for p in curve], dtype=float)
+    score = np.array([p["score"] for p in curve], dtype=float)
+    best = np.maximum.accumulate(score) if higher else np.minimum.accumulate(score)
+    return nfe, best
+
+
+def cost_ratios(curves: dict, families: dict, higher: bool) -> pd.DataFrame:
+    """``curves``: (label, nfe, seed) -> curve; ``families``: label -> family. One row per (NFE,
+    learned label, tuned label) with a seed in common."""
+    rows = []
+    labels = sorted({k[0] for k in curves})
+    for nfe in sorted({k[1] for k in curves}):
+        for learned in (lb for lb in labels if families.get(lb) in LEARNED):
+            for tuned in (lb for lb in labels if families.get(lb) == "tuned"):
+                seeds = sorted({k[2] for k in curves if k[:2] == (learned, nfe)}
+                               & {k[2] for k in curves if k[:2] == (tuned, nfe)})
+                if not seeds:
+                    continue
+                ratios = []
+                for s in seeds:
+                    t_nfe, t_best = running_best(curves[(tuned, nfe, s)], higher)
+                    l_nfe, l_best = running_best(curves[(learned, nfe, s)], higher)
+                    reached = (l_best >= t_best[-1]) if higher else (l_best <= t_best[-1])
+                    ratios.append(l_nfe[reached.argmax()] / t_nfe[-1] if reached.any() else math.inf)
+                finite = [r for r in ratios if math.isfinite(r)]
+                rows.append(dict(nfe=nfe, learned=learned, tuned=tuned, seeds=len(seeds), reached=len(finite),
+                                 median_ratio=float(np.median(ratios)) if finite else math.inf))
+    return pd.DataFrame(rows, columns=["nfe", "learned", "tuned", "seeds", "reached", "median_ratio"])
+
+
+def markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "No learned row has a tuned row with fit curves at the same budget."
+    shown = pd.DataFrame({
+        "NFE": table["nfe"], "learned": table["learned"], "tuned": table["tuned"],
+        "seeds reaching the tuned quality": [f"{r} of {s}" for r, s in zip(table["reached"], table["seeds"])],
+        "fit NFE ratio (median)": ["not reached" if not math.isfinite(v) else f"{v:.3g}"
+                                   for v in table["median_ratio"]]})
+    return shown.to_markdown(index=False, colalign=("right", "left", "left", "right", "right"))
+
+
+def figure(task: str, curves: dict, families: dict, metric: str, higher: bool):
+    """One panel per NFE budget: every seed's best-so-far curve, one colour per row."""
+    import matplotlib
+    from matplotlib.figure import Figure
+    budgets = sorted({k[1] for k in curves})
+    labels = sorted({k[0] for k in curves})
+    colors = {lb: matplotlib.colormaps["tab10"](i % 10) for i, lb in enumerate(labels)}
+    fig = Figure(figsize=(4.4 * len(budgets), 3.6))
+    axes = fig.subplots(1, len(budgets), squeeze=False).ravel()
+    for ax, nfe in zip(axes, budgets):
+        for (label, b, seed), curve in sorted(curves.items()):
+            if b != nfe or not curve:
+                continue
+            x, y = running_best(curve, higher)
+            ax.step(x, y, where="post", color=colors[label], alpha=0.8, linewidth=1,
+                    label=f"{label} ({families.get(label, 'other')})" if seed == min(
+                        k[2] for k in curves if k[:2] == (label, b)) else None)
+        ax.set_xscale("log")
+        if all(p["score"] > 0 for c in curves.values() for p in c):
+            ax.set_yscale("log")
+        ax.set_title(f"NFE {nfe}", fontsize="medium")
+        ax.set_xlabel("fit denoiser evaluations so far")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small")
+    axes[0].set_ylabel(f"best tuning-split {metric} so far ({'higher' if higher else 'lower'} is better)")
+    fig.suptitle(f"{task}: cost to quality of the fits (each line one seed)", fontsize="medium")
+    fig.tight_layout()
+    return fig
