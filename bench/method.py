@@ -73,7 +73,7 @@ def _typed(method: str, key: str, default, value, choices=None, types=None):
                      f"got {json.dumps(value)}; e.g. --set {key}={json.dumps(default)}")
 
 
-FAMILIES = ("classic", "tuned", "learned dynamics", "fine-tuned weights", "whole learned sampler", "floor", "other")
+FAMILIES = ("classic", "tuned", "learned schedule", "learned dynamics", "fine-tuned weights", "whole learned sampler", "floor", "other")
 
 
 class Method:

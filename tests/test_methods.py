@@ -210,8 +210,10 @@ def test_irl_trains_saves_and_reloads_to_identical_samples(tmp_path):
 def test_irl_bad_input(tmp_path, no_tuning_task):
     with pytest.raises(ValueError, match='setting divergence of method irl is one of .*got "kl"'):
         bench.get_method("irl", bench.get_task("gmm8"), divergence="kl")
-    with pytest.raises(BudgetError, match="NFE budget 2 is too small for irl with heun"):
-        bench.run("irl", "gmm8", nfe=2, out=tmp_path, samples=10, progress=False)
+    with pytest.raises(BudgetError, match="NFE budget 2 is too small for irl with heun: it needs at least 3"):
+        bench.run("irl", "gmm8", nfe=2, out=tmp_path, samples=10, progress=False, config={"solver": "heun"})
+    with pytest.raises(BudgetError, match="NFE budget 1 is too small for irl with euler: it needs at least 2"):
+        bench.run("irl", "gmm8", nfe=1, out=tmp_path, samples=10, progress=False)
     with pytest.raises(ValueError, match="advance lists grid steps"):
         bench.get_method("irl", bench.get_task("gmm8"), advance=[0])
     with pytest.raises(Unsupported, match="no tuning split"):

@@ -208,3 +208,13 @@ def test_gmm8_shift_has_unequal_weights_and_the_equal_weight_denoiser():
     assert task.metrics(plain, None, x, None, names=["mode_tv"])["mode_tv"] == pytest.approx(
         0.5 * np.abs(np.full(8, 1 / 8) - w).sum(), abs=0.02)  # equal weights are off by their TV
     assert task.weights_path().name == "gmm8.safetensors"
+
+
+def test_the_code_version_follows_a_methods_own_helpers(tmp_path):
+    from bench.engine.results import _suite_imports
+    f = tmp_path / "m.py"
+    f.write_text("import torch\nfrom ._common import ppo_loss\nfrom bench.tasks.toy import GMM8\n"
+                 "def g():\n    from bench.methods import restart\n")
+    got = _suite_imports(f, "bench.methods")
+    assert {"bench.methods._common", "bench.tasks.toy", "bench.methods.restart"} <= got
+    assert not any(n.startswith("torch") for n in got)

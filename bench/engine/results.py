@@ -48,25 +48,54 @@ def write_result(path: Path, result: dict) -> Path:
     return path
 
 
+def _suite_imports(path: Path, package: str) -> set[str]:
+    """The modules of the suite's own packages (``bench.tasks``, ``bench.methods``) that the file
+    at ``path`` (a module of ``package``) imports, at the top or inside functions."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.startswith(("bench.tasks.", "bench.methods."))}
+    return found
+
+
 @functools.lru_cache(maxsize=None)
 def code_version(*modules: str) -> str:
     """sha256 (16 hex digits) of the code that makes a result: the harness (every source file of
-    bench but the reports and the command line, which only read results), the shared helpers of
-    the suite's tasks and methods (their ``_*.py``), the shipped weights' manifest, and the files
-    of ``modules`` (the run's task and method modules). A result is redone only when this changed:
-    editing one method does not redo the others' results."""
+    bench but the reports and the command line, which only read results), the shipped weights'
+    manifest, and the files of ``modules`` (the run's task and method modules) with every module
+    of the suite's tasks and methods they import, transitively. A result is redone only when
+    this changed: editing one method does not redo the others' results."""
     import importlib
     package = Path(__file__).resolve().parents[1]
     readers = {package / "report", package / "cli.py", package / "__main__.py"}
+    suite = {suite_folder(name) for name in SUITE_PACKAGES}
     files = [p for p in package.rglob("*.py") if p not in readers and not any(r in p.parents for r in readers)
-             and not (p.parent.parent == package.parent and p.parent.name in SUITE_PACKAGES)]  # a wheel's copies
-    for name in SUITE_PACKAGES:
-        folder = suite_folder(name)
-        files += [p for p in folder.glob("_*.py")] + list(folder.rglob("manifest.json"))
-    for module in modules:
-        path = getattr(importlib.import_module(module), "__file__", None)
+             and not any(f in p.parents for f in suite)]  # a wheel's tasks and methods: by import below
+    for folder in suite:
+        files += list(folder.rglob("manifest.json"))
+    todo, seen = list(modules), set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        try:
+            path = getattr(importlib.import_module(module), "__file__", None)
+        except ImportError:  # "from bench.methods._common import X" names X too: not a module
+            continue
         if path:
             files.append(Path(path).resolve())
+            if module.startswith(("bench.tasks", "bench.methods")):
+                todo += sorted(_suite_imports(Path(path), module.rpartition(".")[0]))
     h = hashlib.sha256()
     for p in sorted(set(files)):
         if "__pycache__" in p.parts:
