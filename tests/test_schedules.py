@@ -60,14 +60,69 @@ def test_a_schedule_that_is_not_one_is_refused():
         check_schedule(torch.tensor([40.0, 1.0, 0.0]), 2, 80.0)
 
 
-@pytest.mark.parametrize("solver, nfe", [("ipndm", 4), ("euler", 5), ("heun", 7), ("dpmpp-2m", 5)])
-def test_a_learned_schedule_is_valid_and_fits_the_budget_under_every_solver(tmp_path, solver, nfe):
-    r = bench.run("gits", "gmm8", nfe=nfe, seeds=[0], samples=200, out=tmp_path, progress=False,
-                  config=dict(solver=solver, teacher_nfe=24, teacher_samples=32), cache=tmp_path / "cache")[0]
+@pytest.mark.parametrize("method, solver, nfe", [(m, s, n) for m in ("gits", "ld3")
+                                              for s, n in [("ipndm", 4), ("euler", 5), ("heun", 7), ("dpmpp-2m", 5)]])
+def test_a_learned_schedule_is_valid_and_fits_the_budget_under_every_solver(tmp_path, method, solver, nfe):
+    small = dict(gits=dict(teacher_nfe=24, teacher_samples=32), ld3=dict(teacher_nfe=24, pairs=8, rounds=1))
+    r = bench.run(method, "gmm8", nfe=nfe, seeds=[0], samples=200, out=tmp_path, progress=False,
+                  config=dict(solver=solver, **small[method]), cache=tmp_path / "cache")[0]
     assert r["status"] == "ok", r.get("error")
     assert r["nfe"] == r["budget_config"]["nfe_formula"] <= nfe
     s = torch.tensor(r["budget_config"]["sigmas"], dtype=torch.float64)
     check_schedule(s, r["budget_config"]["steps"], 80.0)
-    teacher = bench.sampling.karras_sigmas(24, 0.002, 80.0)
-    assert all(bool((teacher == v).any()) for v in s)  # every level is a point of the teacher's grid
-    assert r["fit_cost"]["nfe"] == 24 * 32  # the teacher's evaluations, nothing else
+    if method == "gits":
+        teacher = bench.sampling.karras_sigmas(24, 0.002, 80.0)
+        assert all(bool((teacher == v).any()) for v in s)  # every level is a point of the teacher's grid
+        assert r["fit_cost"]["nfe"] == 24 * 32  # the teacher's evaluations, nothing else
+    else:  # the teacher on every pair, the student twice per training pair (soft step) and on validation
+        steps = r["budget_config"]["steps"]
+        assert r["fit_cost"]["nfe"] > 24 * 8 + r["nfe"] * 4
+
+
+# --- ld3 -----------------------------------------------------------------------------------
+
+def test_ld3_levels_are_a_schedule_for_any_parameters_and_invert_the_edm_schedule():
+    from bench.methods.ld3 import levels, xi_for
+    gen = torch.Generator().manual_seed(1)
+    for n in (2, 3, 9):
+        s = levels(3 * torch.randn(n - 1, generator=gen, dtype=torch.float64), 0.002, 80.0)
+        check_schedule(s, n, 80.0)
+        assert float(s[-2]) == 0.002  # the published end points: sigma_max ... sigma_min, then 0
+        edm = bench.sampling.karras_sigmas(n, 0.002, 80.0)
+        torch.testing.assert_close(levels(xi_for(edm), 0.002, 80.0), edm, rtol=64 * 2.2e-16, atol=0)
+
+
+def test_ld3_student_equal_to_its_teacher_has_zero_loss(tmp_path):
+    """The student with the teacher's solver and steps, started at the teacher's schedule, reproduces the
+    teacher (float64 state, float32 network: up to the float64 rounding of the levels) and keeps that
+    schedule, however the optimiser moves."""
+    from bench.methods.ld3 import l2, levels, xi_for
+    task = bench.get_task("gmm8")
+    den = task.denoiser()
+    edm = bench.sampling.karras_sigmas(6, den.sigma_min, den.sigma_max)
+    x = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 80
+    with torch.no_grad():
+        teacher = bench.sampling.ipndm(den, x, edm)
+        student = bench.sampling.ipndm(den, x, levels(xi_for(edm), den.sigma_min, den.sigma_max))
+    assert float(l2(student, teacher).max()) <= 1e-9 * float(teacher.abs().max())
+    r = bench.run("ld3", "gmm8", nfe=6, seeds=[0], samples=100, out=tmp_path, progress=False, cache=tmp_path / "c",
+                  config=dict(solver="ipndm", teacher_nfe=6, pairs=8, rounds=2))[0]
+    torch.testing.assert_close(torch.tensor(r["budget_config"]["sigmas"], dtype=torch.float64), edm,
+                               rtol=64 * 2.2e-16, atol=0)
+
+
+def test_ld3_soft_start_stays_in_the_ball_and_never_raises_the_loss():
+    from bench.methods.ld3 import l2, soft_start
+    gen = torch.Generator().manual_seed(2)
+    x_t = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+    target = torch.randn(64, 3, generator=gen, dtype=torch.float64)
+
+    def run(x):
+        return torch.sin(3 * x) + x ** 2
+
+    for radius, lr in [(0.05, 0.1), (10.0, 5.0)]:
+        moved = soft_start(run, l2, x_t, target, radius, lr)
+        assert float((moved - x_t).norm(dim=1).max()) <= radius * (1 + 1e-12)
+        assert bool((l2(run(moved), target) <= l2(run(x_t), target)).all())
+        if radius < 1:  # a short step lowers the loss of most samples: it is taken there
+            assert float((moved != x_t).any(dim=1).double().mean()) > 0.5
