@@ -60,10 +60,11 @@ def test_a_schedule_that_is_not_one_is_refused():
         check_schedule(torch.tensor([40.0, 1.0, 0.0]), 2, 80.0)
 
 
-@pytest.mark.parametrize("method, solver, nfe", [(m, s, n) for m in ("gits", "ld3")
+@pytest.mark.parametrize("method, solver, nfe", [(m, s, n) for m in ("gits", "ld3", "art-rl")
                                               for s, n in [("ipndm", 4), ("euler", 5), ("heun", 7), ("dpmpp-2m", 5)]])
 def test_a_learned_schedule_is_valid_and_fits_the_budget_under_every_solver(tmp_path, method, solver, nfe):
-    small = dict(gits=dict(teacher_nfe=24, teacher_samples=32), ld3=dict(teacher_nfe=24, pairs=8, rounds=1))
+    small = dict(gits=dict(teacher_nfe=24, teacher_samples=32), ld3=dict(teacher_nfe=24, pairs=8, rounds=1),
+                 **{"art-rl": dict(iters=2, batch=4, substeps=1, average=1)})
     r = bench.run(method, "gmm8", nfe=nfe, seeds=[0], samples=200, out=tmp_path, progress=False,
                   config=dict(solver=solver, **small[method]), cache=tmp_path / "cache")[0]
     assert r["status"] == "ok", r.get("error")
@@ -74,7 +75,7 @@ def test_a_learned_schedule_is_valid_and_fits_the_budget_under_every_solver(tmp_
         teacher = bench.sampling.karras_sigmas(24, 0.002, 80.0)
         assert all(bool((teacher == v).any()) for v in s)  # every level is a point of the teacher's grid
         assert r["fit_cost"]["nfe"] == 24 * 32  # the teacher's evaluations, nothing else
-    else:  # the teacher on every pair, the student twice per training pair (soft step) and on validation
+    elif method == "ld3":  # the teacher on every pair, the student twice per training pair (soft step) and on validation
         steps = r["budget_config"]["steps"]
         assert r["fit_cost"]["nfe"] > 24 * 8 + r["nfe"] * 4
 
@@ -126,3 +127,49 @@ def test_ld3_soft_start_stays_in_the_ball_and_never_raises_the_loss():
         assert bool((l2(run(moved), target) <= l2(run(x_t), target)).all())
         if radius < 1:  # a short step lowers the loss of most samples: it is taken there
             assert float((moved != x_t).any(dim=1).double().mean()) > 0.5
+
+
+# --- art-rl --------------------------------------------------------------------------------
+
+class GaussianDenoiser(bench.denoiser.Denoiser):
+    """The exact denoiser of N(0, sigma_data^2 I): D(x, sigma) = x sigma_data^2 / (sigma^2 + sigma_data^2)."""
+    shape = (3,)
+
+    def forward(self, x, sigma, class_labels=None):
+        s = sigma.view(-1, 1).to(x.dtype)
+        return x * self.sigma_data ** 2 / (s ** 2 + self.sigma_data ** 2)
+
+
+def test_art_rl_stiffness_vanishes_on_a_gaussian_whose_vp_trajectories_are_constant():
+    """For Gaussian data of std sigma_data the probability-flow ODE's solution is x(sigma) proportional to
+    sqrt(sigma^2 + sigma_data^2): constant in variance-preserving scale, so Q = 0; the field is exact too."""
+    from bench.methods.art_rl import field, stiffness
+    den = GaussianDenoiser()
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 5
+    tau = torch.linspace(0.05, 0.95, 6, dtype=torch.float64)
+    f, q = stiffness(den, x, tau, None)
+    c = torch.log(torch.tensor(0.002 / 80.0, dtype=torch.float64))
+    sigma = 80.0 * torch.exp(tau * c)
+    want = c * x * sigma[:, None] ** 2 / (sigma[:, None] ** 2 + 0.25)  # c (x - D)
+    # the network sees float32: x - D loses |x| eps32 where D is nearly x
+    torch.testing.assert_close(f, want, rtol=0, atol=16 * 1.2e-7 * float(c.abs() * x.abs().max()))
+    assert float(q.max()) <= 1e-4 * float(f.abs().max())
+    torch.testing.assert_close(field(den, x, tau, None), f, rtol=0, atol=0)
+
+
+def test_art_rl_speeds_map_to_the_schedule_and_the_edm_speeds_to_edm():
+    from bench.methods.art_rl import schedule_from_speeds
+    edm = bench.sampling.karras_sigmas(7, 0.002, 80.0)
+    tau = torch.log(edm[:-1] / 80.0) / torch.log(torch.tensor(0.002 / 80.0, dtype=torch.float64))
+    speeds = (tau[1:] - tau[:-1]) * 6
+    torch.testing.assert_close(schedule_from_speeds(3.7 * speeds, 0.002, 80.0), edm, rtol=64 * 2.2e-16, atol=0)
+    check_schedule(schedule_from_speeds(torch.rand(5, dtype=torch.float64) + 0.01, 0.002, 80.0), 6, 80.0)
+
+
+def test_art_rl_counts_every_field_evaluation_and_jvp(tmp_path):
+    cfg = dict(iters=3, batch=4, substeps=2, average=2)
+    r = bench.run("art-rl", "gmm8", nfe=5, seeds=[0], samples=50, out=tmp_path, progress=False, config=cfg,
+                  cache=tmp_path / "c")[0]
+    assert r["status"] == "ok", r.get("error")
+    ticks = r["budget_config"]["steps"] - 1
+    assert r["fit_cost"]["nfe"] == 3 * 4 * ticks * 2 * 2  # iterations x batch x ticks x substeps x (F + JVP)
