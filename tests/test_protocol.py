@@ -218,3 +218,38 @@ def test_the_code_version_follows_a_methods_own_helpers(tmp_path):
     got = _suite_imports(f, "bench.methods")
     assert {"bench.methods._common", "bench.tasks.toy", "bench.methods.restart"} <= got
     assert not any(n.startswith("torch") for n in got)
+
+
+@pytest.mark.parametrize("method, nfe", [("euler", 5), ("ipndm", 4)])
+def test_a_slice_of_the_suite_reproduces_the_published_results(tmp_path, method, nfe):
+    """One published job of leaderboards/suite.toml, rerun from scratch: the same measured NFE and the
+    same metrics, bit for bit where torch and numpy are the versions that wrote it (float64 sampling,
+    the same network, the same noise streams); where they are not, within what float32 network
+    arithmetic allows (a different BLAS may round differently), said in the failure."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch as _torch
+
+    from bench.engine import suite
+    published = (Path(__file__).resolve().parent.parent / "leaderboards" / "results" / "gmm8" / method
+                 / f"nfe{nfe}_seed0.json")
+    want = json.loads(published.read_text())
+    job = [j for j in suite.load(Path(__file__).resolve().parent.parent / "leaderboards" / "suite.toml")
+           if (j.method, j.task, j.nfe, j.seed, j.label) == (method, "gmm8", nfe, 0, None)]
+    assert len(job) == 1, "the slice is no longer in the published suite"
+    threads = _torch.get_num_threads()
+    _torch.set_num_threads(1)  # as the suite ran: a parallel reduction may round its last bit otherwise
+    try:
+        got = bench.run(method, "gmm8", nfe=nfe, seeds=[0], out=tmp_path, progress=False)[0]
+    finally:
+        _torch.set_num_threads(threads)
+    assert got["nfe"] == want["nfe"] and got["n_samples"] == want["n_samples"]
+    same_env = all(want["versions"].get(k) == v for k, v in
+                   dict(torch=_torch.__version__, numpy=np.__version__).items())
+    for name, value in want["metrics"].items():
+        if same_env:
+            assert got["metrics"][name] == value, (name, got["metrics"][name], value)
+        else:
+            assert got["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-9), \
+                f"{name}: {got['metrics'][name]} vs {value} (written under {want['versions']})"
