@@ -371,6 +371,15 @@ class Digits(Task):
         path = save_classifier(net, out, dict(task=self.id, seed=str(seed), accuracy=json.dumps(acc)))
         return dict(path=str(path), accuracy=acc)
 
+    def perceptual_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The shipped classifier's normalised features of images ``x`` (float64 out), differentiable:
+        a learned distance between samples, in the role LPIPS plays on natural images (``ld3``'s d).
+        A task that offers no such distance leaves this out, and methods fall back to L2."""
+        net = getattr(self, "_perceptual", None)
+        if net is None:
+            net = self._perceptual = load_classifier().eval().requires_grad_(False)
+        return net.features(x.to(torch.float32)).to(torch.float64)
+
     def metrics(self, x, labels, ref_x, ref_labels, seed=0, names=None):
         """The table in the module docstring; ``accuracy`` is left out when ``labels`` is None."""
         names = list(self.metric_names if names is None else names)

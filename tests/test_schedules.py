@@ -173,3 +173,15 @@ def test_art_rl_counts_every_field_evaluation_and_jvp(tmp_path):
     assert r["status"] == "ok", r.get("error")
     ticks = r["budget_config"]["steps"] - 1
     assert r["fit_cost"]["nfe"] == 3 * 4 * ticks * 2 * 2  # iterations x batch x ticks x substeps x (F + JVP)
+
+
+def test_ld3_measures_distance_in_the_tasks_perceptual_features_when_it_has_them():
+    from bench.methods.ld3 import distance_for, l2
+    a = torch.randn(4, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    b = a + 0.1
+    assert distance_for(bench.get_task("gmm8")) is l2
+    digits = bench.get_task("digits")
+    d = distance_for(digits)(a, b)
+    want = (digits.perceptual_features(a) - digits.perceptual_features(b)).norm(dim=1)
+    torch.testing.assert_close(d, want, rtol=0, atol=0)
+    assert not torch.allclose(d, l2(a, b))  # not the pixel distance
