@@ -521,3 +521,16 @@ def test_reported_only_task_with_task_option(tmp_path):
     assert any(row[:2] == ["EDM (Heun, 18 steps)", "35"] for row in body) and "1.97" in md
     with pytest.raises(KeyError, match="unknown task 'nope'"):
         build(tmp_path / "r", tmp_path / "lb", task="nope")
+
+
+def test_the_index_says_which_results_this_checkout_reproduces(tmp_path):
+    from bench.engine.results import code_version
+    from bench.registry import method_class, task_class
+    current = code_version(task_class("gmm8").__module__, method_class("euler").__module__)
+    for seed in range(2):
+        write(tmp_path / "r", dict(result("euler", 5, seed, 1.0), code=current))
+    write(tmp_path / "r", dict(result("ipndm", 5, 0, 0.5), code="0" * 16))  # made by other code
+    write(tmp_path / "r", result("mine", 5, 0, 0.7))  # a plugin not registered here: cannot be checked
+    build(tmp_path / "r", tmp_path / "lb")
+    line = next(ln for ln in (tmp_path / "lb" / "README.md").read_text().splitlines() if ln.startswith("| [gmm8]"))
+    assert line.endswith("| 2 current; stale: `ipndm`; 1 unchecked |"), line

@@ -425,6 +425,36 @@ def _seed_text(seeds: list[int]) -> str:
 
 # --- one task -----------------------------------------------------------------
 
+def _code_status(results: list[dict]) -> dict:
+    """How many results carry the code version this checkout gives their task and method (so this
+    commit reproduces them), which labels do not (their code changed since: the suite reruns them),
+    and how many cannot be checked (a method or task not registered here)."""
+    from bench.engine.results import code_version
+    current, stale, unknown = 0, set(), 0
+    for r in results:
+        try:
+            want = code_version(task_class(str(r["task"])).__module__, method_class(str(r["method"])).__module__)
+        except (KeyError, ValueError, ImportError):
+            unknown += 1
+            continue
+        if r.get("code") == want:
+            current += 1
+        else:
+            stale.add(_label(r))
+    return dict(current=current, stale=sorted(stale), unknown=unknown)
+
+
+def _code_text(c: dict) -> str:
+    if not c["current"] and not c["stale"] and not c["unknown"]:
+        return "—"
+    parts = [f"{c['current']} current"]
+    if c["stale"]:
+        parts.append("stale: " + ", ".join(f"`{x}`" for x in c["stale"]))
+    if c["unknown"]:
+        parts.append(f"{c['unknown']} unchecked")
+    return "; ".join(parts)
+
+
 def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Path]) -> dict:
     """Everything the files of one task are rendered from."""
     rs = _one_version(name, measured) if measured else []
@@ -472,6 +502,7 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
                 privileged=sorted({_label(r) for r in ok if r.get("privileged")}),
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
+                code=_code_status(behind),
                 failed=failed, differ=differ, best=_best(rows, primary, higher),
                 best_reported=_best_reported(reported, primary, higher), samples=None)
 
@@ -1087,19 +1118,23 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
              "published numbers in [`reported.csv`](reported.csv); do not edit by hand: rebuilding from the same "
              "files gives the same bytes. The published boards are regenerated, runs included, by "
              "`python -m bench suite leaderboards/suite.toml`; the commit(s) behind each task's rows are listed "
-             "below (`-dirty`: made from a tree with uncommitted changes).", "",
+             "below (`-dirty`: made from a tree with uncommitted changes). A result records the version of the "
+             "code that made it (the harness, its task and its method); *code* counts the results whose version "
+             "is this checkout's, which this one commit therefore reproduces, and names the rows whose code "
+             "changed since (stale: the suite command reruns them).", "",
              "Per task: the best **measured** method at each NFE budget by the task's primary metric (mean ± 95% "
              "bootstrap interval over seeds), and beside it the best **reported** (published) number at that NFE "
              "with its source. Reported numbers are never averaged with or ranked against measured ones; protocols "
              "(P = measured, R = reported) are spelled out on each task's page.", "",
-             "| task | primary metric | measured rows | reported numbers | newest result | results from commit(s) |",
-             "|:--|:--|--:|--:|:--|:--|"]
+             "| task | primary metric | measured rows | reported numbers | newest result | results from commit(s) | code |",
+             "|:--|:--|--:|--:|:--|:--|:--|"]
     for b in boards:
         n = b["newest"]
         lines.append(f"| [{b['task']}](#{_anchor(b['task'])}) | {b['primary']} {_arrow(b['higher'], b['primary'])} | "
                      f"{len(b['rows'])} | {len(b['reported'])} | "
                      + ("—" if n is None else f"{n.get('created', 'unknown')}, git `{n.get('git_sha', 'unknown')}`")
-                     + " | " + (", ".join(f"`{sha}`" for sha in sorted(b["shas"])) or "—") + " |")
+                     + " | " + (", ".join(f"`{sha}`" for sha in sorted(b["shas"])) or "—") + " | "
+                     + _code_text(b["code"]) + " |")
     lines.append("")
     for b in boards:
         task, primary, higher = b["task"], b["primary"], b["higher"]
