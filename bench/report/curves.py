@@ -14,7 +14,10 @@ import math
 import numpy as np
 import pandas as pd
 
-LEARNED = ("learned dynamics", "whole learned sampler", "fine-tuned weights")
+from bench.method import FAMILIES
+
+# every family that learns, whatever it learns: all but the fixed, the tuned and the floor rows
+LEARNED = tuple(f for f in FAMILIES if f not in ("classic", "tuned", "floor", "other"))
 
 
 def running_best(curve: list[dict], higher: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.registry import method_class, task_class
 from bench.report import curves, paired
 from bench.report.reported import load_reported
-from bench.engine.results import SCHEMA, config_hash, load_results
+from bench.engine.results import SCHEMA, code_version, config_hash, load_results
 
 CI_LEVEL = 0.95
 FORMATS = ("md", "csv", "json", "tex", "png")
@@ -429,7 +429,6 @@ def _code_status(results: list[dict]) -> dict:
     """How many results carry the code version this checkout gives their task and method (so this
     commit reproduces them), which labels do not (their code changed since: the suite reruns them),
     and how many cannot be checked (a method or task not registered here)."""
-    from bench.engine.results import code_version
     current, stale, unknown = 0, set(), 0
     for r in results:
         try:
