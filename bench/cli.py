@@ -124,6 +124,20 @@ def parser() -> argparse.ArgumentParser:
     lb.add_argument("--format", default=None,
                     help="comma-separated subset of md,csv,json,latex,png (default: all of them)")
 
+    cp = sub.add_parser("compare", help="one row against the others of a task, paired over seeds",
+                        formatter_class=Formatter,
+                        description="LABEL minus each other row at every NFE budget both have: the mean paired "
+                                    "difference over common seeds, its 95%% bootstrap interval, P(improvement) and "
+                                    "the verdict (better or worse only when the interval excludes 0).")
+    cp.add_argument("label", help="the row: a method name, or a suite label such as irl-fkl")
+    cp.add_argument("--task", required=True, help="the task whose results to compare")
+    cp.add_argument("--against", default=None, help="comma-separated labels (default: every other row)")
+    cp.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default: all of LABEL's)")
+    cp.add_argument("--metric", default=None, help="a metric of the results (default: the task's primary)")
+    cp.add_argument("--results", default=None, help="the folder of result files (default: results; with "
+                                                     "--published: leaderboards/results)")
+    cp.add_argument("--published", action="store_true", help="compare the published results")
+
     td = sub.add_parser("train-denoiser", help="train a task's own denoiser", formatter_class=Formatter)
     td.add_argument("--task", required=True, help="a task with its own denoiser (gmm8, digits, ...)")
     td.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the task's)")
@@ -193,6 +207,8 @@ def _dispatch(a, p):
         for path in written:
             print(path)
         return 0
+    if a.cmd == "compare":
+        return _compare(a)
     if a.cmd == "train-denoiser":
         from bench.engine.runner import get_task, live_bars
         from bench.nets.toynet import save_denoiser
@@ -304,3 +320,22 @@ def summary(results: list[dict]) -> str:
                  + (f", {failed} failed" if failed else ""))
     lines.append(f"compare methods: python -m bench leaderboard --results {folder.parent.parent}")
     return "\n".join(lines)
+
+
+def _compare(a):
+    from bench.engine.suite import parse_ints
+    from bench.report import paired
+    from bench.report.leaderboard import comparisons
+    if a.published and a.results is not None:
+        raise ValueError("--published reads leaderboards/results and takes no --results; drop one of them")
+    nfe = parse_ints(a.nfe, "--nfe") if a.nfe else None
+    against = [x.strip() for x in a.against.split(",") if x.strip()] if a.against else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning
+        table, metric, higher = comparisons(a.label, a.task, a.results, against=against, nfe=nfe, metric=a.metric,
+                                            published=a.published)
+    print(f"{a.task}: {a.label} - other, paired over seeds, {metric} ({'higher' if higher else 'lower'} is better)")
+    print(paired.markdown(table, metric, reference="other"))
+    return 0
+

@@ -80,6 +80,50 @@ def test_paired_bootstrap_of_hand_made_numbers():
     assert probability_of_improvement([1, 2], [2, 3], higher_is_better=False) == (1 + 1 + 0.5 + 1) / 4
 
 
+def test_against_names_the_row_and_signs_the_difference_from_its_side():
+    import pandas as pd
+
+    from bench.report.paired import against
+    rows = []
+    for seed, (a, b, c) in enumerate([(1, 4, 1), (2, 4, 3), (3, 4, 2)]):
+        rows += [dict(label="mine", family="learned dynamics", nfe=10, seed=seed, value=a),
+                 dict(label="edm", family="classic", nfe=10, seed=seed, value=b),
+                 dict(label="twin", family="tuned", nfe=10, seed=seed, value=c),
+                 dict(label="edm", family="classic", nfe=20, seed=seed, value=b)]  # mine has no NFE 20
+    rows.append(dict(label="late", family="tuned", nfe=10, seed=7, value=0.0))  # no common seed
+    t = against(pd.DataFrame(rows), "mine", higher_is_better=False).set_index("reference")
+    assert sorted(t.index) == ["edm", "late", "twin"] and set(t["nfe"]) == {10}
+    # mine - edm per seed: -3, -2, -1 -> -2 in [-3, -1]: better (lower is better)
+    assert (t.loc["edm", "diff"], t.loc["edm", "diff_low"], t.loc["edm", "diff_high"]) == (-2.0, -3.0, -1.0)
+    assert t.loc["edm", "verdict"] == "better" and t.loc["edm", "p_improve"] == 1.0
+    assert t.loc["twin", "verdict"] == "tie" and t.loc["twin", "diff"] == 0.0
+    assert t.loc["late", "seeds"] == 0 and t.loc["late", "verdict"] == "n/a"
+    assert against(pd.DataFrame(rows), "twin", False, others=["mine"])["verdict"].tolist() == ["tie"]
+
+
+def test_compare_command_on_result_files(tmp_path, capsys):
+    from bench.cli import main
+    from test_leaderboard import result, write
+    for seed, (a, b) in enumerate([(0.1, 0.4), (0.2, 0.6), (0.3, 0.5)]):
+        write(tmp_path, result("irl", 10, seed, a))
+        write(tmp_path, result("edm", 10, seed, b))
+    assert main(["compare", "irl", "--task", "gmm8", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "| edm" in x)
+    assert "-0.3" in line and "better" in line and "mmd (lower is better)" in out
+    assert main(["compare", "irl", "--task", "gmm8", "--results", str(tmp_path), "--metric", "precision"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "| edm" in x)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4] == "0.03" and cells[-1] == "better"  # precision = 1 - mmd / 10: higher is better
+    for argv, says in ((["irl", "--task", "gmm8", "--against", "edn"], "labels there: edm, irl"),
+                       (["irl", "--task", "gmm8", "--nfe", "20"], "its budgets: 10"),
+                       (["irl", "--task", "gmm8", "--metric", "w2"], "metrics there: mmd, precision"),
+                       (["irl", "--task", "gmm25"], "tasks there: gmm8")):
+        assert main(["compare", *argv, "--results", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err
+
+
 def test_every_method_declares_a_known_family():
     from bench import registry
     from bench.method import FAMILIES

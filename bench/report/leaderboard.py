@@ -1315,6 +1315,42 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
     return written
 
 
+def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, metric: str | None = None,
+                published: bool = False):
+    """``label`` against the other rows of ``task`` (or those in ``against``), paired over seeds at
+    each NFE budget (in ``nfe`` if given), on ``metric`` (default: the task's primary metric):
+    :func:`bench.report.paired.against` on the results a leaderboard would use. Returns
+    ``(table, metric, higher_is_better)``; ValueError naming what exists for an unknown label,
+    metric or budget."""
+    results = (PUBLISHED_RESULTS if published else "results") if results is None else results
+    loaded, _ = _load(results)
+    mine = [r for r in loaded if r["task"] == task]
+    if not mine:
+        tasks = sorted({r["task"] for r in loaded})
+        raise ValueError(f"no results for task {task} under {results} (tasks there: {', '.join(tasks) or 'none'})")
+    rs = _one_version(task, mine)
+    _separate_configs(rs)
+    ok = _dedupe([r for r in rs if r["status"] == "ok"])
+    labels = sorted({_label(r) for r in ok})
+    for name in [label, *(against or [])]:
+        if name not in labels:
+            raise ValueError(f"no results labelled {name!r} for task {task}; labels there: {', '.join(labels)}")
+    metrics = sorted({m for r in ok for m in r["metrics"]})
+    primary, higher, _, _ = _task_info(task, metrics)
+    metric = metric or primary
+    if metric not in metrics:
+        raise ValueError(f"no metric {metric!r} in task {task}'s results; metrics there: {', '.join(metrics)}")
+    frame = _primary_frame(ok, metric)
+    budgets = sorted(set(frame.loc[frame["label"] == label, "nfe"]))
+    if nfe is not None:
+        missing = sorted(set(nfe) - set(budgets))
+        if missing:
+            raise ValueError(f"{label} has no results at NFE {', '.join(map(str, missing))} on {task}; its budgets: "
+                             f"{', '.join(map(str, budgets))}")
+        frame = frame[frame["nfe"].isin(nfe)]
+    return paired.against(frame, label, higher.get(metric, False), against), metric, higher.get(metric, False)
+
+
 def _warn_stale(out: Path, written: list[Path], formats: tuple[str, ...]):
     """Outputs under ``out`` (top level only) that this build did not produce: a task without results
     any more. Never deleted here; named so a person can."""

@@ -58,6 +58,32 @@ def reference_rows(frame: pd.DataFrame, higher_is_better: bool) -> dict:
     return out
 
 
+def pair(mine: pd.Series, theirs: pd.Series, higher_is_better: bool) -> dict:
+    """``mine`` - ``theirs`` over their common seeds (two series indexed by seed): the paired
+    statistics of the module docstring, the verdict from ``mine``'s side."""
+    common = sorted(set(mine.index) & set(theirs.index))
+    diff = (mine[common] - theirs[common]).to_numpy(dtype=float)
+    lo, hi = bootstrap_interval(diff) if len(common) >= MIN_SEEDS else (math.nan, math.nan)
+    if math.isnan(lo):
+        verdict = "n/a"
+    elif (hi < 0 and not higher_is_better) or (lo > 0 and higher_is_better):
+        verdict = "better"
+    elif (lo > 0 and not higher_is_better) or (hi < 0 and higher_is_better):
+        verdict = "worse"
+    else:
+        verdict = "tie"
+    return dict(seeds=len(common), diff=float(diff.mean()) if len(common) else math.nan, diff_low=lo, diff_high=hi,
+                p_improve=probability_of_improvement(mine[common], theirs[common], higher_is_better)
+                if len(common) else math.nan, verdict=verdict)
+
+
+COLUMNS = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_improve", "verdict"]
+
+
+def _values(frame: pd.DataFrame, nfe, label) -> pd.Series:
+    return frame[(frame["nfe"] == nfe) & (frame["label"] == label)].set_index("seed")["value"]
+
+
 def compare(frame: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
     """``frame``: one row per (label, family, nfe, seed, value) of the primary metric. Returns one
     row per (nfe, label) other than the reference: the paired statistics above."""
@@ -67,36 +93,36 @@ def compare(frame: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
         ref = refs.get(int(nfe))
         if ref is None or label == ref or g["family"].iloc[0] == "floor":
             continue
-        mine = g.set_index("seed")["value"]
-        theirs = frame[(frame["nfe"] == nfe) & (frame["label"] == ref)].set_index("seed")["value"]
-        common = sorted(set(mine.index) & set(theirs.index))
-        diff = (mine[common] - theirs[common]).to_numpy(dtype=float)
-        lo, hi = bootstrap_interval(diff) if len(common) >= MIN_SEEDS else (math.nan, math.nan)
-        if math.isnan(lo):
-            verdict = "n/a"
-        elif (hi < 0 and not higher_is_better) or (lo > 0 and higher_is_better):
-            verdict = "better"
-        elif (lo > 0 and not higher_is_better) or (hi < 0 and higher_is_better):
-            verdict = "worse"
-        else:
-            verdict = "tie"
-        rows.append(dict(nfe=int(nfe), label=label, reference=ref, seeds=len(common),
-                         diff=float(diff.mean()) if len(common) else math.nan, diff_low=lo, diff_high=hi,
-                         p_improve=probability_of_improvement(mine[common], theirs[common], higher_is_better)
-                         if len(common) else math.nan, verdict=verdict))
-    return pd.DataFrame(rows, columns=["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high",
-                                       "p_improve", "verdict"])
+        rows.append(dict(nfe=int(nfe), label=label, reference=ref,
+                         **pair(g.set_index("seed")["value"], _values(frame, nfe, ref), higher_is_better)))
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def markdown(table: pd.DataFrame, metric: str) -> str:
-    """The comparisons as a markdown table (tabulate), numbers to 4 significant digits."""
+def against(frame: pd.DataFrame, label: str, higher_is_better: bool, others=None) -> pd.DataFrame:
+    """``label`` against every other row (or those named in ``others``) at each NFE budget where
+    both have results: one row per (nfe, other), ``diff`` = label - other, the verdict ``label``'s."""
+    rows = []
+    for (nfe, other), g in frame.groupby(["nfe", "label"], sort=True):
+        if other == label or (others is not None and other not in others):
+            continue
+        mine = _values(frame, nfe, label)
+        if mine.empty:
+            continue
+        rows.append(dict(nfe=int(nfe), label=label, reference=other,
+                         **pair(mine, g.set_index("seed")["value"], higher_is_better)))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def markdown(table: pd.DataFrame, metric: str, reference: str = "reference") -> str:
+    """The comparisons as a markdown table (tabulate), numbers to 4 significant digits; ``reference``
+    heads the column of the rows compared with."""
     if table.empty:
         return "No paired comparisons (no classic reference row with results)."
 
     def g(v):
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     shown = pd.DataFrame({
-        "NFE": table["nfe"], "method": table["label"], "reference": table["reference"], "seeds": table["seeds"],
+        "NFE": table["nfe"], "method": table["label"], reference: table["reference"], "seeds": table["seeds"],
         f"Δ{metric} (paired mean)": table["diff"].map(g),
         "95% interval": [f"[{g(lo)}, {g(hi)}]" for lo, hi in zip(table["diff_low"], table["diff_high"])],
         "P(improvement)": table["p_improve"].map(g), "verdict": table["verdict"]})
