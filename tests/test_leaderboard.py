@@ -534,3 +534,15 @@ def test_the_index_says_which_results_this_checkout_reproduces(tmp_path):
     build(tmp_path / "r", tmp_path / "lb")
     line = next(ln for ln in (tmp_path / "lb" / "README.md").read_text().splitlines() if ln.startswith("| [gmm8]"))
     assert line.endswith("| 2 current; stale: `ipndm`; 1 unchecked |"), line
+
+
+def test_overhead_is_the_median_over_seeds_and_only_for_methods_that_time_a_base(tmp_path):
+    for seed, ratio in enumerate([0.02, 0.50, 0.04]):
+        write(tmp_path, dict(result("irl", 10, seed, 0.1), overhead=dict(base_seconds=1.0, ratio=ratio)))
+        write(tmp_path, result("edm", 10, seed, 0.2))
+    build_quiet(tmp_path, tmp_path / "lb", task="gmm8", formats="md,json")
+    md = (tmp_path / "lb" / "gmm8.md").read_text()
+    section = md.split("## Inference overhead", 1)[1].split("##", 1)[0]
+    assert "| irl " in section and "+4.0%" in section and "| edm " not in section
+    rows = {r["method"]: r for r in json.loads((tmp_path / "lb" / "gmm8.json").read_text())["measured"]}
+    assert rows["irl"]["overhead"] == 0.04 and rows["edm"]["overhead"] is None

@@ -336,7 +336,7 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
                    mean={}, ci={}, min={}, fit_nfe=_mean(f[0] for f in fits), fit_seconds=_mean(f[1] for f in fits),
                    sample_seconds=_mean(r.get("sample_seconds") for r in rs), protocols=protocols,
                    n_samples=_mean(r.get("n_samples") for r in rs), family=_family(rs[0]["method"]) if rs else "other",
-                   files=[_rel(r, roots) for r in rs], results=rs)
+                   files=[_rel(r, roots) for r in rs], results=rs, overhead=_overhead(rs))
         for m in metrics:
             vals = [_float(r["metrics"][m]) for r in rs if m in r["metrics"]]
             row["mean"][m], row["ci"][m] = mean_ci(vals)
@@ -344,6 +344,15 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
                 row["min"][m] = float(min(vals)) if vals else math.nan
         rows.append(row)
     return rows
+
+
+def _overhead(rs: list[dict]) -> float:
+    """The median over seeds of the time a method spends beyond its own base solver at equal
+    budget, as a fraction of the base solver's time (``overhead.ratio`` of a result, both timed in
+    the run); NaN for methods that do not declare a base solver."""
+    v = [_float(r["overhead"].get("ratio")) for r in rs if isinstance(r.get("overhead"), dict)]
+    v = [x for x in v if not math.isnan(x)]
+    return float(np.median(v)) if v else math.nan
 
 
 def _better(higher: dict, metric: str, a: float, b: float) -> bool:
@@ -692,6 +701,16 @@ def _md_bytes(b: dict) -> bytes:
                   "row first reaches a tuned row's final tuning score, over the tuned row's whole fit NFE "
                   "(median over seeds; under 1: cheaper).", "", curves.markdown(b["cost_ratios"]), "",
                   f"![]({task}.fit.png)", ""]
+    over = [e for e in b["table"] if e["kind"] == "measured" and not math.isnan(e["overhead"])]
+    if over:
+        lines += ["## Inference overhead", "", "Sampling time beyond the method's own base solver on EDM's schedule at "
+                  "the same budget, both timed in the same run on the same samples (`overhead.ratio` of each result; "
+                  "median over seeds, one timing each, so a loaded machine moves it: "
+                  "`tests/benchmarks/test_irl_overhead.py` interleaves the two for a steadier figure).", "",
+                  _pipe_table(["method", "NFE (budget)", "seeds", "overhead", "sample s"],
+                              [[_md_text(e["method"]), str(e["nfe"]), str(e["seeds"]), f"{100 * e['overhead']:+.1f}%",
+                                _md_num(e["sample_seconds"])] for e in over],
+                              ["left", "right", "right", "right", "right"]), ""]
     s = b["samples"]
     if s is not None:
         lines += ["## Samples", "", f"![{task}: samples per method]({s['file']})", "",
@@ -725,7 +744,7 @@ def _json_bytes(b: dict) -> bytes:
                      if not math.isnan(row["mean"][m])},
             best=any(r is row for rs in b["best"].values() for r in rs),
             fit_nfe=_json_num(row["fit_nfe"]), fit_seconds=_json_num(row["fit_seconds"]),
-            sample_seconds=_json_num(row["sample_seconds"]), files=row["files"]))
+            sample_seconds=_json_num(row["sample_seconds"]), overhead=_json_num(row["overhead"]), files=row["files"]))
     reported = [dict(method=r["method"], nfe=r["nfe"], metric=r["metric"], value=r["value"], value_text=r["value_text"],
                      source=r["source"], protocol=r["protocol_ids"][0])
                 for r in _ranked_reported(b["reported"], b["primary"], b["higher"])]
