@@ -5,6 +5,7 @@ Every mistake in the input is one line on stderr and exit code 2, before any wor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pickle
 import sys
@@ -163,6 +164,16 @@ def _show_warning(message, *args, **kwargs):
     print(f"warning: {message}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _every_warning():
+    """Every warning shown, each time, as one ``warning:`` line (a report's repeated warnings name
+    different files)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning
+        yield
+
+
 def main(argv=None):
     p = parser()
     a = p.parse_args(argv)
@@ -200,9 +211,7 @@ def _dispatch(a, p):
         return _suite(a)
     if a.cmd == "leaderboard":
         from bench.report.leaderboard import build
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning
+        with _every_warning():
             written = build(a.results, a.out, task=a.task, formats=a.format, published=a.published)
         for path in written:
             print(path)
@@ -262,9 +271,7 @@ def _suite(a) -> int:
     print(f"suite {a.manifest} shard {a.shard}: {counts['jobs']} jobs, {counts['run']} run, {counts['kept']} kept, "
           f"{counts['failed']} failed (git {counts['git_sha']})")
     if not a.no_leaderboard:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning
+        with _every_warning():
             if published and out.resolve() == PUBLISHED_RESULTS.resolve():
                 written = build(published=True)
             else:
@@ -323,16 +330,13 @@ def summary(results: list[dict]) -> str:
 
 
 def _compare(a):
-    from bench.engine.suite import parse_ints
     from bench.report import paired
     from bench.report.leaderboard import comparisons
     if a.published and a.results is not None:
         raise ValueError("--published reads leaderboards/results and takes no --results; drop one of them")
     nfe = parse_ints(a.nfe, "--nfe") if a.nfe else None
     against = [x.strip() for x in a.against.split(",") if x.strip()] if a.against else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = _show_warning
+    with _every_warning():
         table, metric, higher = comparisons(a.label, a.task, a.results, against=against, nfe=nfe, metric=a.metric,
                                             published=a.published)
     print(f"{a.task}: {a.label} - other, paired over seeds, {metric} ({'higher' if higher else 'lower'} is better)")

@@ -463,12 +463,17 @@ def _code_text(c: dict) -> str:
     return "; ".join(parts)
 
 
+def _usable(task: str, measured: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The results a board uses, successful and failed: the newest task version's, configurations
+    kept apart, duplicates resolved."""
+    rs = _one_version(task, measured) if measured else []
+    _separate_configs(rs)
+    return _dedupe([r for r in rs if r["status"] == "ok"]), _dedupe([r for r in rs if r["status"] != "ok"])
+
+
 def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Path]) -> dict:
     """Everything the files of one task are rendered from."""
-    rs = _one_version(name, measured) if measured else []
-    _separate_configs(rs)
-    ok = _dedupe([r for r in rs if r["status"] == "ok"])
-    failed = _dedupe([r for r in rs if r["status"] != "ok"])
+    ok, failed = _usable(name, measured)
     measured_metrics = sorted({m for r in ok for m in r["metrics"]})
     metrics = sorted(set(measured_metrics) | {r["metric"] for r in reported})
     primary, higher, aggregate, notes = _task_info(name, metrics)
@@ -502,7 +507,7 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
     differ = [k for k in ("n_samples", "reference", "reference_stats", "feature_extractor", "nfe_convention")
               if len({json.dumps((r.get("protocol") or {}).get(k) if isinstance(r.get("protocol"), dict) else None,
                                  sort_keys=True, default=str) for r in ok}) > 1]
-    return dict(task=name, version=rs[0].get("task_version") if rs else None, rows=rows, reported=reported,
+    return dict(task=name, version=next((r.get("task_version") for r in ok + failed), None), rows=rows, reported=reported,
                 table=table, metrics=metrics, order=order, primary=primary, higher=higher, aggregate=aggregate,
                 notes={m: notes[m] for m in order if m in notes}, paired=comparisons, fit_curves=fit_curves,
                 cost_ratios=curves.cost_ratios(fit_curves, families, higher.get(primary, False)),
@@ -1347,9 +1352,7 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     if not mine:
         tasks = sorted({r["task"] for r in loaded})
         raise ValueError(f"no results for task {task} under {results} (tasks there: {', '.join(tasks) or 'none'})")
-    rs = _one_version(task, mine)
-    _separate_configs(rs)
-    ok = _dedupe([r for r in rs if r["status"] == "ok"])
+    ok, _ = _usable(task, mine)
     labels = sorted({_label(r) for r in ok})
     for name in [label, *(against or [])]:
         if name not in labels:
