@@ -546,3 +546,10 @@ def test_overhead_is_the_median_over_seeds_and_only_for_methods_that_time_a_base
     assert "| irl " in section and "+4.0%" in section and "| edm " not in section
     rows = {r["method"]: r for r in json.loads((tmp_path / "lb" / "gmm8.json").read_text())["measured"]}
     assert rows["irl"]["overhead"] == 0.04 and rows["edm"]["overhead"] is None
+
+
+def test_tex_numbers_are_math():
+    from bench.report.leaderboard import _tex_num
+    assert _tex_num(12340.0) == r"1.234\times10^{4}"
+    assert _tex_num(float("inf")) == r"\infty" and _tex_num(float("-inf")) == r"-\infty"
+    assert _tex_num(float("nan")) == "--" and _tex_num(0.02519) == "0.02519"

@@ -803,6 +803,8 @@ def _tex_num(v) -> str:
     """A number for math mode: 4 significant digits, ``1.2\\times10^{4}`` rather than ``1.2e+04``."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "--"
+    if math.isinf(v):  # a divergence that overflowed (e.g. Sinkhorn between far-apart sets)
+        return r"\infty" if v > 0 else r"-\infty"
     text = f"{float(v):.4g}"
     if "e" in text:
         mant, exp = text.split("e")
