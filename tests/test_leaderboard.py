@@ -553,3 +553,25 @@ def test_tex_numbers_are_math():
     assert _tex_num(12340.0) == r"1.234\times10^{4}"
     assert _tex_num(float("inf")) == r"\infty" and _tex_num(float("-inf")) == r"-\infty"
     assert _tex_num(float("nan")) == "--" and _tex_num(0.02519) == "0.02519"
+
+
+def test_the_index_lays_every_paired_verdict_out_by_task():
+    import pandas as pd
+
+    from bench.report.leaderboard import _verdict_matrix
+    cols = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_improve", "verdict"]
+    a = pd.DataFrame([[10, "ld3", "ipndm", 5, -0.002, -0.003, -0.001, 1.0, "better"],
+                      [10, "edm", "ipndm", 3, 0.3, 0.2, 0.4, 0.0, "worse"]], columns=cols)
+    b = pd.DataFrame([[10, "ld3", "dpmpp-2m", 5, 0.001, -0.001, 0.002, 0.4, "tie"]], columns=cols)
+    boards = [dict(task="t1", primary="mmd", paired=a, families={"ld3": "learned schedule", "edm": "classic",
+                                                                  "ipndm": "classic"}),
+              dict(task="t2", primary="kid", paired=b, families={"ld3": "learned schedule", "dpmpp-2m": "classic"}),
+              dict(task="t3", primary="mmd", paired=pd.DataFrame(columns=cols), families={})]
+    rows = [line for line in _verdict_matrix(boards) if line.startswith("| ")]
+    assert rows[0] == "| method | NFE | t1 (mmd) | t2 (kid) |"  # a task without comparisons has no column
+    # classic before learned, each row's cells in task order, fewer seeds said, absent rows dashed
+    assert rows[1:] == ["| dpmpp-2m | 10 | — | reference |",
+                        "| edm | 10 | worse +0.3 (3 seeds) | — |",
+                        "| ipndm | 10 | reference | — |",
+                        "| ld3 | 10 | better -0.002 | tie +0.001 |"]
+    assert _verdict_matrix(boards[2:]) == []

@@ -1161,6 +1161,7 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
                      + " | " + (", ".join(f"`{sha}`" for sha in sorted(b["shas"])) or "—") + " | "
                      + _code_text(b["code"]) + " |")
     lines.append("")
+    lines += _verdict_matrix(boards)
     for b in boards:
         task, primary, higher = b["task"], b["primary"], b["higher"]
         lines += [f"## {task}", ""]
@@ -1209,6 +1210,41 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).encode()
+
+
+def _verdict_matrix(boards: list[dict]) -> list[str]:
+    """Every row's paired verdict against its budget's reference, one column per task: where a
+    method wins, ties or loses across tasks reads off one table."""
+    from bench.method import FAMILIES
+    cells: dict[tuple[str, int], dict[str, str]] = {}
+    families: dict[str, str] = {}
+    for b in boards:
+        t = b["paired"]
+        if t.empty:
+            continue
+        most = int(t["seeds"].max())
+        for r in t.itertuples(index=False):
+            text = r.verdict if r.verdict == "n/a" else f"{r.verdict} {'+' if r.diff > 0 else ''}{_md_num(r.diff)}"
+            cells.setdefault((r.label, int(r.nfe)), {})[b["task"]] = text + (f" ({r.seeds} seeds)" if r.seeds < most else "")
+        for nfe, ref in sorted(set(zip(t["nfe"], t["reference"]))):
+            cells.setdefault((ref, int(nfe)), {})[b["task"]] = "reference"
+        families.update(b["families"])
+    if not cells:
+        return []
+    tasks = [b["task"] for b in boards if not b["paired"].empty]
+    rank = {f: i for i, f in enumerate(FAMILIES)}
+    keys = sorted(cells, key=lambda k: (rank.get(families.get(k[0], "other"), len(rank)), k[0], k[1]))
+    lines = ["## Verdicts across tasks", "",
+             "Each row against the reference row of its task at its NFE budget (the best classic solver there), "
+             "paired over seeds on the task's primary metric: *better* or *worse* only when the paired 95% "
+             "bootstrap interval excludes 0, with the mean paired difference (negative is better for a metric "
+             "to be lowered); the seed count where a row has fewer seeds than the task's others; — where the "
+             "row was not run. Each task's page has the intervals.", "",
+             "| method | NFE | " + " | ".join(f"{b['task']} ({b['primary']})" for b in boards if b["task"] in tasks) + " |",
+             "|:--|--:|" + ":--|" * len(tasks)]
+    for label, nfe in keys:
+        lines.append(f"| {_md_text(label)} | {nfe} | " + " | ".join(cells[label, nfe].get(t, "—") for t in tasks) + " |")
+    return lines + [""]
 
 
 def _verdict(b: dict, e: dict) -> str:
