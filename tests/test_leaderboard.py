@@ -575,3 +575,17 @@ def test_the_index_lays_every_paired_verdict_out_by_task():
                         "| ipndm | 10 | reference | — |",
                         "| ld3 | 10 | better -0.002 | tie +0.001 |"]
     assert _verdict_matrix(boards[2:]) == []
+
+
+def test_the_value_axis_is_log_when_positive_and_symlog_when_signs_mix_across_decades():
+    from matplotlib.figure import Figure
+
+    from bench.report.plots import value_scale
+    ax = Figure().add_subplot()
+    assert value_scale(ax, [0.02, 0.5, float("nan")]) == "log" and ax.get_yscale() == "log"
+    ax = Figure().add_subplot()
+    values = [-0.003, -0.0001, 0.0004, 0.02, 0.8]  # KID near 0 beside a failing sampler
+    assert value_scale(ax, values) == "symlog" and ax.get_yscale() == "symlog"
+    assert ax.yaxis.get_transform().linthresh == 0.0001  # the smallest tenth of the magnitudes
+    ax = Figure().add_subplot()
+    assert value_scale(ax, [-0.1, 0.2]) == "linear" and ax.get_yscale() == "linear"

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.method import FAMILIES
+from bench.report import plots
 
 # every family that learns, whatever it learns: all but the fixed, the tuned and the floor rows
 LEARNED = tuple(f for f in FAMILIES if f not in ("classic", "tuned", "floor", "other"))
@@ -81,8 +82,7 @@ def figure(task: str, curves: dict, families: dict, metric: str, higher: bool):
                     label=f"{label} ({families.get(label, 'other')})" if seed == min(
                         k[2] for k in curves if k[:2] == (label, b)) else None)
         ax.set_xscale("log")
-        if all(p["score"] > 0 for c in curves.values() for p in c):
-            ax.set_yscale("log")
+        plots.value_scale(ax, [p["score"] for c in curves.values() for p in c])
         ax.set_title(f"NFE {nfe}", fontsize="medium")
         ax.set_xlabel("fit denoiser evaluations so far")
         ax.grid(True, alpha=0.3)

@@ -57,7 +57,7 @@ import numpy as np
 from bench.engine.io import atomic_write_bytes
 from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.registry import method_class, task_class
-from bench.report import curves, paired
+from bench.report import curves, paired, plots
 from bench.report.reported import load_reported
 from bench.engine.results import SCHEMA, code_version, config_hash, load_results
 
@@ -940,8 +940,7 @@ def _png_bytes(b: dict) -> bytes:
                             lo = np.where(lo > 0, lo, y / 10.0)
                         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
             ax.set_title(panel, fontsize="medium")
-            if log_y:
-                ax.set_yscale("log")
+            plots.value_scale(ax, means)
             if budgets and all(bb > 0 for bb in budgets) and len(budgets) > 1:
                 ax.set_xscale("log")
             if budgets:
@@ -995,8 +994,7 @@ def _cost_png_bytes(b: dict) -> bytes:
                                 textcoords="offset points")
         if pts:
             ax.set_xscale("log")
-            if all(p[4] > 0 for p in pts):
-                ax.set_yscale("log")
+            plots.value_scale(ax, [p[4] for p in pts])
             ax.legend(fontsize="x-small")
         else:
             ax.text(0.5, 0.5, "no successful results", ha="center", va="center", transform=ax.transAxes)

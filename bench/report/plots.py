@@ -16,6 +16,21 @@ def save(fig: Figure, path):
     atomic_write_bytes(path, buf.getvalue())
 
 
+def value_scale(ax, values) -> str:
+    """The y scale that shows ``values``: log where all are positive; symlog, linear only within the
+    smallest tenth of the magnitudes, where signs mix across decades (an unbiased estimate such as
+    KID near 0 beside a sampler that fails); else linear. Returns the scale's name."""
+    finite = [float(x) for x in values if x == x and abs(x) != float("inf")]
+    if finite and all(x > 0 for x in finite):
+        ax.set_yscale("log")
+        return "log"
+    mags = sorted(abs(x) for x in finite if x != 0)
+    if mags and mags[-1] > 100 * mags[0]:
+        ax.set_yscale("symlog", linthresh=mags[len(mags) // 10])
+        return "symlog"
+    return "linear"
+
+
 def action_distribution(path, ticks, probs, families: dict, xlabel: str = "sigma at the step"):
     """One panel per action family: stacked probability of each action per step (``ticks``: the
     steps' labels, noise levels as numbers or any strings)."""
