@@ -915,11 +915,11 @@ def _png_bytes(b: dict) -> bytes:
                  + [r["value"] for rs in rep.values() for r in rs])
         budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs} | {r["nfe"] for rs in rep.values()
                                                                                  for r in rs})
-        log_y = bool(means) and all(v > 0 for v in means)
         colors = [matplotlib.colormaps["tab10"](k) for k in range(10)]
         markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
         style = lambda i: dict(color=colors[i % 10], marker=markers[i % len(markers)])  # noqa: E731
         for ax, panel in zip(axes, panels):
+            log_y = plots.value_scale(ax, means) == "log"
             if panel == "reported":
                 for i, label in enumerate(sorted(rep)):
                     rs = sorted(rep[label], key=lambda r: (r["nfe"], r["value"]))
@@ -940,7 +940,6 @@ def _png_bytes(b: dict) -> bytes:
                             lo = np.where(lo > 0, lo, y / 10.0)
                         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
             ax.set_title(panel, fontsize="medium")
-            plots.value_scale(ax, means)
             if budgets and all(bb > 0 for bb in budgets) and len(budgets) > 1:
                 ax.set_xscale("log")
             if budgets:
@@ -1214,12 +1213,11 @@ def _verdict_matrix(boards: list[dict]) -> list[str]:
     """Every row's paired verdict against its budget's reference, one column per task: where a
     method wins, ties or loses across tasks reads off one table."""
     from bench.method import FAMILIES
+    shown = [b for b in boards if not b["paired"].empty]
     cells: dict[tuple[str, int], dict[str, str]] = {}
     families: dict[str, str] = {}
-    for b in boards:
+    for b in shown:
         t = b["paired"]
-        if t.empty:
-            continue
         most = int(t["seeds"].max())
         for r in t.itertuples(index=False):
             text = r.verdict if r.verdict == "n/a" else f"{r.verdict} {'+' if r.diff > 0 else ''}{_md_num(r.diff)}"
@@ -1227,9 +1225,9 @@ def _verdict_matrix(boards: list[dict]) -> list[str]:
         for nfe, ref in sorted(set(zip(t["nfe"], t["reference"]))):
             cells.setdefault((ref, int(nfe)), {})[b["task"]] = "reference"
         families.update(b["families"])
-    if not cells:
+    if not shown:
         return []
-    tasks = [b["task"] for b in boards if not b["paired"].empty]
+    tasks = [b["task"] for b in shown]
     rank = {f: i for i, f in enumerate(FAMILIES)}
     keys = sorted(cells, key=lambda k: (rank.get(families.get(k[0], "other"), len(rank)), k[0], k[1]))
     lines = ["## Verdicts across tasks", "",
@@ -1238,7 +1236,7 @@ def _verdict_matrix(boards: list[dict]) -> list[str]:
              "bootstrap interval excludes 0, with the mean paired difference (negative is better for a metric "
              "to be lowered); the seed count where a row has fewer seeds than the task's others; — where the "
              "row was not run. Each task's page has the intervals.", "",
-             "| method | NFE | " + " | ".join(f"{b['task']} ({b['primary']})" for b in boards if b["task"] in tasks) + " |",
+             "| method | NFE | " + " | ".join(f"{b['task']} ({b['primary']})" for b in shown) + " |",
              "|:--|--:|" + ":--|" * len(tasks)]
     for label, nfe in keys:
         lines.append(f"| {_md_text(label)} | {nfe} | " + " | ".join(cells[label, nfe].get(t, "—") for t in tasks) + " |")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -20,7 +21,7 @@ def value_scale(ax, values) -> str:
     """The y scale that shows ``values``: log where all are positive; symlog, linear only within the
     smallest tenth of the magnitudes, where signs mix across decades (an unbiased estimate such as
     KID near 0 beside a sampler that fails); else linear. Returns the scale's name."""
-    finite = [float(x) for x in values if x == x and abs(x) != float("inf")]
+    finite = [float(x) for x in values if math.isfinite(x)]
     if finite and all(x > 0 for x in finite):
         ax.set_yscale("log")
         return "log"
