@@ -589,3 +589,28 @@ def test_the_value_axis_is_log_when_positive_and_symlog_when_signs_mix_across_de
     assert ax.yaxis.get_transform().linthresh == 0.0001  # the smallest tenth of the magnitudes
     ax = Figure().add_subplot()
     assert value_scale(ax, [-0.1, 0.2]) == "linear" and ax.get_yscale() == "linear"
+
+
+def test_manifest_coverage_matches_runs_by_label_denoiser_settings_budget_and_seed(tmp_path):
+    from bench.engine import suite
+    from bench.report.coverage import coverage, missing_text
+    manifest = tmp_path / "suite.toml"
+    manifest.write_text('[defaults]\nseeds = "0-2"\n'
+                        '[[run]]\nmethod = "edm"\ntask = "gmm8"\nnfe = "10,20"\n'
+                        '[[run]]\nmethod = "edm"\ntask = "gmm8"\nnfe = "10"\ndenoiser = "exact"\n'
+                        '[[run]]\nmethod = "irl"\ntask = "gmm8"\nnfe = "10"\nseeds = "0"\nlabel = "irl-js"\n'
+                        'settings = { divergence = "js" }\n'
+                        '[[run]]\nmethod = "edm"\ntask = "digits"\nnfe = "10"\nseeds = "0"\n')
+    jobs = suite.load(manifest)
+    results = [result("edm", 10, s, 0.1) for s in range(3)] + [result("edm", 20, 1, 0.1)]
+    results.append(dict(result("edm@exact", 10, 0, 0.1, method="edm"), denoiser="exact"))
+    results.append(result("edm", 20, 0, status="failed"))  # a failed run is not a published one
+    results.append(dict(result("irl-js", 10, 0, 0.1, method="irl"), method_config=dict(divergence="rkl")))
+    results.append(result("edm", 10, 0, 0.1, task="checkerboard"))  # a task the manifest does not list
+    got = coverage(jobs, results)
+    assert set(got) == {"gmm8", "digits"}
+    assert (got["gmm8"]["listed"], got["gmm8"]["done"]) == (10, 5)
+    # the irl-js result was made with other settings than the manifest's: still to run
+    assert got["gmm8"]["missing"] == [("edm", 20, 2, 3), ("edm@exact", 10, 2, 3), ("irl-js", 10, 1, 1)]
+    assert got["digits"] == dict(listed=1, done=0, missing=[("edm", 10, 1, 1)])
+    assert missing_text(got["gmm8"]["missing"]) == "edm NFE 20 (2 of 3 seeds); edm@exact NFE 10 (2 of 3 seeds); irl-js NFE 10"

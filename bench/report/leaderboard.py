@@ -36,7 +36,9 @@ the interval as a band, reported numbers as open markers), ``<task>_samples.png`
 (image tasks whose results saved samples: a grid, one row per method, at one
 NFE budget, seed and the same sample indices for every method) and, when every
 task is built with markdown, ``README.md`` (per task: the best measured method per
-NFE budget, links, and the date and git sha of the newest result behind it).
+NFE budget, links, and the date and git sha of the newest result behind it; for the
+published boards also how many of ``suite.toml``'s runs have a result and which rows
+are still to run, ``bench.report.coverage``).
 The outputs depend only on the result files and the reported numbers, so
 rebuilding gives the same bytes.
 """
@@ -57,7 +59,7 @@ import numpy as np
 from bench.engine.io import atomic_write_bytes
 from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.registry import method_class, task_class
-from bench.report import curves, paired, plots
+from bench.report import coverage, curves, paired, plots
 from bench.report.reported import load_reported
 from bench.engine.results import SCHEMA, code_version, config_hash, load_results
 
@@ -1148,15 +1150,22 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
              "bootstrap interval over seeds), and beside it the best **reported** (published) number at that NFE "
              "with its source. Reported numbers are never averaged with or ranked against measured ones; protocols "
              "(P = measured, R = reported) are spelled out on each task's page.", "",
-             "| task | primary metric | measured rows | reported numbers | newest result | results from commit(s) | code |",
-             "|:--|:--|--:|--:|:--|:--|:--|"]
+             ]
+    manifest = any("coverage" in b for b in boards)
+    if manifest:
+        lines += ["*manifest* counts the runs (row, NFE, seed) that [`suite.toml`](suite.toml) lists for the task "
+                  "and how many of them have a result here; each task's section below names the rows still to run.",
+                  ""]
+    lines += ["| task | primary metric | measured rows | reported numbers | newest result | results from commit(s) | code |"
+              + (" manifest |" if manifest else ""),
+              "|:--|:--|--:|--:|:--|:--|:--|" + ("--:|" if manifest else "")]
     for b in boards:
         n = b["newest"]
         lines.append(f"| [{b['task']}](#{_anchor(b['task'])}) | {b['primary']} {_arrow(b['higher'], b['primary'])} | "
                      f"{len(b['rows'])} | {len(b['reported'])} | "
                      + ("—" if n is None else f"{n.get('created', 'unknown')}, git `{n.get('git_sha', 'unknown')}`")
                      + " | " + (", ".join(f"`{sha}`" for sha in sorted(b["shas"])) or "—") + " | "
-                     + _code_text(b["code"]) + " |")
+                     + _code_text(b["code"]) + " |" + (f" {_coverage_count(b)} |" if manifest else ""))
     lines.append("")
     lines += _verdict_matrix(boards)
     for b in boards:
@@ -1179,6 +1188,11 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
                          + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "") + "."
                          if n is not None else "No measured results yet: reported numbers only."))
         lines.append("")
+        c = b.get("coverage")
+        if c and c["missing"]:
+            lines += [f"Not yet run ({c['listed'] - c['done']} of the manifest's {c['listed']} runs of this task; "
+                      f"a budget alone: all its seeds): "
+                      f"{_md_text(coverage.missing_text(c['missing']))}.", ""]
         budgets = sorted(set(b["best"]) | {x for x in b["best_reported"] if x is not None})
         if None in b["best_reported"]:
             budgets.append(None)
@@ -1207,6 +1221,11 @@ def _readme_bytes(boards: list[dict], formats: tuple[str, ...]) -> bytes:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).encode()
+
+
+def _coverage_count(b: dict) -> str:
+    c = b.get("coverage")
+    return "—" if c is None else f"{c['done']} of {c['listed']}"
 
 
 def _verdict_matrix(boards: list[dict]) -> list[str]:
@@ -1341,6 +1360,12 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
         if "png" in formats or "md" in formats or "json" in formats:
             b["samples"] = _choose_samples(b)
         boards.append(b)
+    manifest = PUBLISHED / "suite.toml"
+    if published and manifest.exists():
+        from bench.engine import suite
+        covered = coverage.coverage(suite.load(manifest), [r for b in boards for r in b["ok"]])
+        for b in boards:
+            b["coverage"] = covered.get(b["task"])
     written = []
     for b in boards:
         name = b["task"]
