@@ -216,7 +216,7 @@ def test_the_code_version_follows_the_runs_own_modules(tmp_path, monkeypatch):
 
 
 def test_cost_ratio_at_equal_quality_of_hand_made_curves():
-    from bench.report.curves import cost_ratios, running_best
+    from bench.report.curves import cost_ratios, markdown, running_best
     grid = [dict(fit_nfe=100 * (i + 1), score=s) for i, s in enumerate([0.5, 0.3, 0.4, 0.2, 0.25])]
     fast = [dict(fit_nfe=10, score=0.6), dict(fit_nfe=30, score=0.19), dict(fit_nfe=50, score=0.1)]
     slow = [dict(fit_nfe=10, score=0.6), dict(fit_nfe=900, score=0.3)]
@@ -229,7 +229,12 @@ def test_cost_ratio_at_equal_quality_of_hand_made_curves():
     assert t.iloc[0]["median_ratio"] == float("inf")
     t1 = cost_ratios({k: v for k, v in curves.items() if k[2] == 0}, {"grid": "tuned", "irl": "learned dynamics"},
                      higher=False)
-    assert t1.iloc[0]["median_ratio"] == 30 / 500
+    assert t1.iloc[0]["median_ratio"] == 30 / 500 and t1.iloc[0]["at_first"] == 0
+    # a learned fit already past the grid's final score at its first recorded score: an upper bound only
+    early = {("grid", 10, 0): grid, ("irl", 10, 0): [dict(fit_nfe=40, score=0.1), dict(fit_nfe=80, score=0.05)]}
+    t2 = cost_ratios(early, {"grid": "tuned", "irl": "learned dynamics"}, higher=False)
+    assert t2.iloc[0]["at_first"] == 1 and t2.iloc[0]["median_ratio"] == 40 / 500
+    assert "≤ 0.08" in markdown(t2) and "≤" not in markdown(t1)
 
 
 def test_searches_record_their_cost_to_quality_curve(tmp_path):

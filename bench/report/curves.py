@@ -5,7 +5,9 @@ the grid grows, a learned sampler's evaluations as its training goes).
 The cost ratio at equal quality compares a learned row L with a tuned row T (a method's
 ``family``) at the same NFE budget and seed: the fit NFE at which L's best score so far first
 reaches T's final best, over T's total fit NFE. Under 1, L gets there cheaper; ``not reached``
-when it never does. Per pair of rows, the median over the seeds and how many reached it.
+when it never does. Per pair of rows, the median over the seeds and how many reached it. A seed
+that reaches it at L's first recorded score gives only an upper bound (L may have been there
+sooner, unrecorded): the table counts those seeds, and a median made of bounds only reads "≤".
 """
 from __future__ import annotations
 
@@ -41,16 +43,17 @@ def cost_ratios(curves: dict, families: dict, higher: bool) -> pd.DataFrame:
                                & {k[2] for k in curves if k[:2] == (tuned, nfe)})
                 if not seeds:
                     continue
-                ratios = []
+                ratios, at_first = [], 0
                 for s in seeds:
                     t_nfe, t_best = running_best(curves[(tuned, nfe, s)], higher)
                     l_nfe, l_best = running_best(curves[(learned, nfe, s)], higher)
                     reached = (l_best >= t_best[-1]) if higher else (l_best <= t_best[-1])
                     ratios.append(l_nfe[reached.argmax()] / t_nfe[-1] if reached.any() else math.inf)
+                    at_first += bool(reached.any() and reached.argmax() == 0)
                 finite = [r for r in ratios if math.isfinite(r)]
                 rows.append(dict(nfe=nfe, learned=learned, tuned=tuned, seeds=len(seeds), reached=len(finite),
-                                 median_ratio=float(np.median(ratios)) if finite else math.inf))
-    return pd.DataFrame(rows, columns=["nfe", "learned", "tuned", "seeds", "reached", "median_ratio"])
+                                 at_first=at_first, median_ratio=float(np.median(ratios)) if finite else math.inf))
+    return pd.DataFrame(rows, columns=["nfe", "learned", "tuned", "seeds", "reached", "at_first", "median_ratio"])
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -59,9 +62,10 @@ def markdown(table: pd.DataFrame) -> str:
     shown = pd.DataFrame({
         "NFE": table["nfe"], "learned": table["learned"], "tuned": table["tuned"],
         "seeds reaching the tuned quality": [f"{r} of {s}" for r, s in zip(table["reached"], table["seeds"])],
-        "fit NFE ratio (median)": ["not reached" if not math.isfinite(v) else f"{v:.3g}"
-                                   for v in table["median_ratio"]]})
-    return shown.to_markdown(index=False, colalign=("right", "left", "left", "right", "right"))
+        "of them at the first score": table["at_first"],
+        "fit NFE ratio (median)": ["not reached" if not math.isfinite(v) else ("≤ " if k == r else "") + f"{v:.3g}"
+                                   for v, k, r in zip(table["median_ratio"], table["at_first"], table["reached"])]})
+    return shown.to_markdown(index=False, colalign=("right", "left", "left", "right", "right", "right"))
 
 
 def figure(task: str, curves: dict, families: dict, metric: str, higher: bool):
