@@ -235,6 +235,12 @@ def test_cost_ratio_at_equal_quality_of_hand_made_curves():
     t2 = cost_ratios(early, {"grid": "tuned", "irl": "learned dynamics"}, higher=False)
     assert t2.iloc[0]["at_first"] == 1 and t2.iloc[0]["median_ratio"] == 40 / 500
     assert "≤ 0.08" in markdown(t2) and "≤" not in markdown(t1)
+    # one seed at its first score beside an exact one: each true ratio is at most its listed one, so
+    # the median (here the mean of 40/500 and 30/500) is an upper bound as well
+    mixed = {**{(k[0], k[1], 1): v for k, v in early.items()}, ("grid", 10, 0): grid, ("irl", 10, 0): fast}
+    t3 = cost_ratios(mixed, {"grid": "tuned", "irl": "learned dynamics"}, higher=False)
+    assert t3.iloc[0]["at_first"] == 1 and t3.iloc[0]["reached"] == 2
+    assert t3.iloc[0]["median_ratio"] == (40 / 500 + 30 / 500) / 2 and "≤ 0.07" in markdown(t3)
 
 
 def test_searches_record_their_cost_to_quality_curve(tmp_path):

@@ -707,7 +707,8 @@ def _md_bytes(b: dict) -> bytes:
                   "evaluations as it trains), and the cost ratio at equal quality: the fit NFE at which a learned "
                   "row first reaches a tuned row's final tuning score, over the tuned row's whole fit NFE "
                   "(median over seeds; under 1: cheaper). A learned fit that is already there at its first recorded "
-                  "score gives only an upper bound (≤): it may have got there sooner, unrecorded.", "",
+                  "score gives only an upper bound: it may have got there sooner, unrecorded; a median with any such "
+                  "seed is then an upper bound too (≤).", "",
                   curves.markdown(b["cost_ratios"]), "",
                   f"![]({task}.fit.png)", ""]
     over = [e for e in b["table"] if e["kind"] == "measured" and not math.isnan(e["overhead"])]
