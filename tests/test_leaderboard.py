@@ -614,3 +614,19 @@ def test_manifest_coverage_matches_runs_by_label_denoiser_settings_budget_and_se
     assert got["gmm8"]["missing"] == [("edm", 20, 2, 3), ("edm@exact", 10, 2, 3), ("irl-js", 10, 1, 1)]
     assert got["digits"] == dict(listed=1, done=0, missing=[("edm", 10, 1, 1)])
     assert missing_text(got["gmm8"]["missing"]) == "edm NFE 20 (2 of 3 seeds); edm@exact NFE 10 (2 of 3 seeds); irl-js NFE 10"
+
+
+def test_a_row_on_another_denoiser_is_never_the_reference_nor_the_best(tmp_path):
+    """gmm8's exact denoiser samples another model than the task's learned one: its Heun may beat
+    every solver on the learned denoiser, yet the verdicts stay against the best solver on the task's
+    own denoiser and the bold best is that solver."""
+    for seed, (own, exact, ipndm) in enumerate([(0.30, 0.01, 0.20), (0.32, 0.02, 0.21), (0.31, 0.03, 0.22)]):
+        for label, v, den in (("edm", own, "learned"), ("edm@exact", exact, "exact"), ("ipndm", ipndm, "learned")):
+            r = result(label, 10, seed, v, method=label.split("@")[0])
+            r["denoiser"] = den
+            write(tmp_path / "res", r)
+    build(tmp_path / "res", tmp_path / "lb", task="gmm8", reported=None)
+    paired = (tmp_path / "lb" / "gmm8.paired.csv").read_text().splitlines()
+    assert [line.split(",")[1:3] for line in paired[1:]] == [["edm", "ipndm"], ["edm@exact", "ipndm"]]
+    md = (tmp_path / "lb" / "gmm8.md").read_text()
+    assert "| **ipndm** |" in md and "**edm@exact**" not in md and "never bold, never the reference" in md

@@ -289,12 +289,27 @@ def _family(method: str) -> str:
         return "other"
 
 
-def _primary_frame(ok: list[dict], primary: str):
-    """One row per successful result: label, family, nfe, seed and the primary metric's value."""
+def _own_denoiser(task: str) -> str | None:
+    """The task's own denoiser (the first it declares), None where the task is not registered here."""
+    try:
+        return next(iter(task_class(task)().denoisers()), None)
+    except (LookupError, ValueError, ImportError, RuntimeError):
+        return None
+
+
+def _on_own(r: dict, own: str | None) -> bool:
+    """Whether a result sampled the task's own denoiser: rows on another one (a toy task's exact
+    denoiser) sample a different model, so they are never the reference nor the bold best."""
+    return own is None or r.get("denoiser") in (None, own)
+
+
+def _primary_frame(ok: list[dict], primary: str, own: str | None = None):
+    """One row per successful result: label, family, nfe, seed, the primary metric's value and
+    whether it sampled the task's own denoiser."""
     import pandas as pd
     return pd.DataFrame([dict(label=_label(r), family=_family(r["method"]), nfe=int(r["nfe_budget"]),
-                              seed=int(r["seed"]), value=_float(r["metrics"].get(primary))) for r in ok],
-                        columns=["label", "family", "nfe", "seed", "value"])
+                              seed=int(r["seed"]), value=_float(r["metrics"].get(primary)), own=_on_own(r, own))
+                         for r in ok], columns=["label", "family", "nfe", "seed", "value", "own"])
 
 
 def _norm_protocol(r: dict) -> dict:
@@ -313,7 +328,7 @@ def _protocol_key(p: dict) -> str:
 
 
 def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, aggregate: str,
-          roots: list[Path]) -> list[dict]:
+          roots: list[Path], own: str | None = None) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
         groups.setdefault((_label(r), int(r["nfe_budget"])), []).append(r)
@@ -338,7 +353,8 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
                    mean={}, ci={}, min={}, fit_nfe=_mean(f[0] for f in fits), fit_seconds=_mean(f[1] for f in fits),
                    sample_seconds=_mean(r.get("sample_seconds") for r in rs), protocols=protocols,
                    n_samples=_mean(r.get("n_samples") for r in rs), family=_family(rs[0]["method"]) if rs else "other",
-                   files=[_rel(r, roots) for r in rs], results=rs, overhead=_overhead(rs))
+                   files=[_rel(r, roots) for r in rs], results=rs, overhead=_overhead(rs),
+                   own=all(_on_own(r, own) for r in rs))
         for m in metrics:
             vals = [_float(r["metrics"][m]) for r in rs if m in r["metrics"]]
             row["mean"][m], row["ci"][m] = mean_ci(vals)
@@ -376,13 +392,14 @@ def _best(rows: list[dict], primary: str, higher: dict) -> dict[int, list[dict]]
     best: dict[int, float] = {}
     for row in rows:
         v = row["mean"].get(primary, math.nan)
-        if _is_floor(row):
+        if _is_floor(row) or not row.get("own", True):
             continue
         if not math.isnan(v) and (row["nfe"] not in best or _better(higher, primary, v, best[row["nfe"]])):
             best[row["nfe"]] = v
     out: dict[int, list[dict]] = {}
     for row in _ranked(rows, primary, higher):
-        if row["nfe"] in best and row["mean"].get(primary, math.nan) == best[row["nfe"]] and not _is_floor(row):
+        if (row["nfe"] in best and row["mean"].get(primary, math.nan) == best[row["nfe"]] and not _is_floor(row)
+                and row.get("own", True)):
             out.setdefault(row["nfe"], []).append(row)
     return out
 
@@ -479,8 +496,9 @@ def _board(name: str, measured: list[dict], reported: list[dict], roots: list[Pa
     measured_metrics = sorted({m for r in ok for m in r["metrics"]})
     metrics = sorted(set(measured_metrics) | {r["metric"] for r in reported})
     primary, higher, aggregate, notes = _task_info(name, metrics)
-    rows = _rows(ok, failed, metrics, primary, aggregate, roots)
-    comparisons = paired.compare(_primary_frame(ok, primary), higher.get(primary, False))
+    own = _own_denoiser(name)
+    rows = _rows(ok, failed, metrics, primary, aggregate, roots, own)
+    comparisons = paired.compare(_primary_frame(ok, primary, own), higher.get(primary, False))
     fit_curves = {(_label(r), int(r["nfe_budget"]), int(r["seed"])): r["fit_curve"] for r in ok
                   if isinstance(r.get("fit_curve"), list) and r["fit_curve"]}
     families = {_label(r): _family(r["method"]) for r in ok}
@@ -641,6 +659,9 @@ def _md_bytes(b: dict) -> bytes:
                  f"verdict (better or worse only when the paired interval excludes 0, else tie)."
                  + (" Rows with measured NFE 0 (true samples, e.g. `oracle`) are the metrics' noise floor, never "
                     "bold." if any(_is_floor(r) for r in b["rows"]) else "")
+                 + (" Rows on another denoiser than the task's own (`method@denoiser`, e.g. the exact posterior "
+                    "mean) sample another model: never bold, never the reference."
+                    if any(not r.get("own", True) for r in b["rows"]) else "")
                  + (f" The task follows EDM's protocol of the minimum over seed sets: the column "
                     f"\"{primary} min over seeds\" gives it beside the mean." if mins else ""))
     if b["reported"]:
@@ -696,7 +717,8 @@ def _md_bytes(b: dict) -> bytes:
               f"![]({task}.png)", "", f"Quality against total cost (fit plus sampling denoiser evaluations):", "",
               f"![]({task}.cost.png)", ""]
     lines += ["## Paired comparisons", "",
-              f"Each row against the reference row at its NFE budget (the best classic solver there), seed by seed on "
+              f"Each row against the reference row at its NFE budget (the best classic solver there on the task's "
+              f"own denoiser), seed by seed on "
               f"{primary}: the mean paired difference ({'positive' if higher.get(primary, False) else 'negative'} "
               f"is better), its 95% percentile bootstrap interval over seeds (scipy.stats.bootstrap, 10,000 resamples), "
                 "the probability of improvement, and the verdict: better or worse only when the interval excludes "
@@ -1253,7 +1275,8 @@ def _verdict_matrix(boards: list[dict]) -> list[str]:
     rank = {f: i for i, f in enumerate(FAMILIES)}
     keys = sorted(cells, key=lambda k: (rank.get(families.get(k[0], "other"), len(rank)), k[0], k[1]))
     lines = ["## Verdicts across tasks", "",
-             "Each row against the reference row of its task at its NFE budget (the best classic solver there), "
+             "Each row against the reference row of its task at its NFE budget (the best classic solver there on "
+             "the task's own denoiser), "
              "paired over seeds on the task's primary metric: *better* or *worse* only when the paired 95% "
              "bootstrap interval excludes 0, with the mean paired difference (negative is better for a metric "
              "to be lowered); the seed count where a row has fewer seeds than the task's others; — where the "
@@ -1424,7 +1447,7 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     metric = metric or primary
     if metric not in metrics:
         raise ValueError(f"no metric {metric!r} in task {task}'s results; metrics there: {', '.join(metrics)}")
-    frame = _primary_frame(ok, metric)
+    frame = _primary_frame(ok, metric, _own_denoiser(task))
     budgets = sorted(set(frame.loc[frame["label"] == label, "nfe"]))
     if nfe is not None:
         missing = sorted(set(nfe) - set(budgets))

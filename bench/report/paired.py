@@ -8,8 +8,9 @@ generator so that the tables rebuild byte for byte), the probability of improvem
 P(row better than reference) = (1/(n m)) sum_ij S(x_i, y_j) (S = 1 when better, 1/2 on a tie;
 the Mann-Whitney U statistic over n m), and a verdict: ``better`` or ``worse`` only when the
 interval excludes 0, else ``tie``. The reference at each budget is the best ``classic``
-solver there (a method's ``family``) with the most seeds; rows with fewer than three common
-seeds get no verdict.
+solver there (a method's ``family``) with the most seeds, on the task's own denoiser (a row on
+another one, such as a toy task's exact denoiser, samples another model: compared, never the
+reference); rows with fewer than three common seeds get no verdict.
 """
 from __future__ import annotations
 
@@ -47,9 +48,11 @@ def probability_of_improvement(x, y, higher_is_better: bool) -> float:
 
 
 def reference_rows(frame: pd.DataFrame, higher_is_better: bool) -> dict:
-    """NFE budget -> label of the best classic row there (most seeds first, then the mean)."""
+    """NFE budget -> label of the best classic row there (most seeds first, then the mean), among
+    the rows on the task's own denoiser (column ``own``, all rows where absent)."""
     out = {}
-    classic = frame[frame["family"] == "classic"]
+    own = frame["own"].astype(bool) if "own" in frame else True
+    classic = frame[(frame["family"] == "classic") & own]
     for nfe, g in classic.groupby("nfe"):
         stats = g.groupby("label")["value"].agg(["count", "mean"])
         stats = stats[stats["count"] >= MIN_SEEDS] if (stats["count"] >= MIN_SEEDS).any() else stats
@@ -85,7 +88,7 @@ def _values(frame: pd.DataFrame, nfe, label) -> pd.Series:
 
 
 def compare(frame: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
-    """``frame``: one row per (label, family, nfe, seed, value) of the primary metric. Returns one
+    """``frame``: one row per (label, family, nfe, seed, value[, own]) of the primary metric. Returns one
     row per (nfe, label) other than the reference: the paired statistics above."""
     refs = reference_rows(frame, higher_is_better)
     rows = []
