@@ -303,7 +303,7 @@ def _on_own(r: dict, own: str | None) -> bool:
     return own is None or r.get("denoiser") in (None, own)
 
 
-def _primary_frame(ok: list[dict], primary: str, own: str | None = None):
+def _primary_frame(ok: list[dict], primary: str, own: str | None):
     """One row per successful result: label, family, nfe, seed, the primary metric's value and
     whether it sampled the task's own denoiser."""
     import pandas as pd
@@ -328,7 +328,7 @@ def _protocol_key(p: dict) -> str:
 
 
 def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, aggregate: str,
-          roots: list[Path], own: str | None = None) -> list[dict]:
+          roots: list[Path], own: str | None) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
         groups.setdefault((_label(r), int(r["nfe_budget"])), []).append(r)
@@ -388,18 +388,17 @@ def _ranked(rows: list[dict], primary: str, higher: dict) -> list[dict]:
 
 
 def _best(rows: list[dict], primary: str, higher: dict) -> dict[int, list[dict]]:
-    """NFE budget -> the measured rows with the best primary-metric mean there (ties all)."""
+    """NFE budget -> the measured rows with the best primary-metric mean there (ties all), among the
+    samplers of the task's own denoiser (never a noise floor nor another model)."""
+    contenders = [row for row in rows if not _is_floor(row) and row["own"]]
     best: dict[int, float] = {}
-    for row in rows:
+    for row in contenders:
         v = row["mean"].get(primary, math.nan)
-        if _is_floor(row) or not row.get("own", True):
-            continue
         if not math.isnan(v) and (row["nfe"] not in best or _better(higher, primary, v, best[row["nfe"]])):
             best[row["nfe"]] = v
     out: dict[int, list[dict]] = {}
-    for row in _ranked(rows, primary, higher):
-        if (row["nfe"] in best and row["mean"].get(primary, math.nan) == best[row["nfe"]] and not _is_floor(row)
-                and row.get("own", True)):
+    for row in _ranked(contenders, primary, higher):
+        if row["nfe"] in best and row["mean"].get(primary, math.nan) == best[row["nfe"]]:
             out.setdefault(row["nfe"], []).append(row)
     return out
 
@@ -661,7 +660,7 @@ def _md_bytes(b: dict) -> bytes:
                     "bold." if any(_is_floor(r) for r in b["rows"]) else "")
                  + (" Rows on another denoiser than the task's own (`method@denoiser`, e.g. the exact posterior "
                     "mean) sample another model: never bold, never the reference."
-                    if any(not r.get("own", True) for r in b["rows"]) else "")
+                    if any(not r["own"] for r in b["rows"]) else "")
                  + (f" The task follows EDM's protocol of the minimum over seed sets: the column "
                     f"\"{primary} min over seeds\" gives it beside the mean." if mins else ""))
     if b["reported"]:
