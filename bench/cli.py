@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,list,leaderboard,train-denoiser,train-classifier,convert}``.
+"""Command line: ``python -m bench {run,list,suite,leaderboard,compare,train-denoiser,train-classifier,convert}``.
 
 Every mistake in the input is one line on stderr and exit code 2, before any work starts.
 """
@@ -12,13 +12,14 @@ import sys
 import warnings
 
 from bench.data.fetch import FetchError
+from bench.engine.io import WriteError
 from bench.engine.suite import parse_ints
 from bench.method import BudgetError
 from bench.registry import UnknownNameError
 from bench.task import Unsupported
 
 USER_ERRORS = (UnknownNameError, BudgetError, Unsupported, ValueError, PermissionError, FileNotFoundError,
-               FileExistsError, IsADirectoryError, NotADirectoryError, FetchError, pickle.UnpicklingError)
+               FileExistsError, IsADirectoryError, NotADirectoryError, FetchError, pickle.UnpicklingError, WriteError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,12 +34,13 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
-            shown = action.default
-            if isinstance(shown, list) and all(isinstance(v, int) for v in shown):
-                shown = ",".join(map(str, shown))
-            text += f" (default: {shown})"
-        return text
+        shown = action.default
+        if shown in (None, False, argparse.SUPPRESS, "") or shown == [] or "default" in text \
+                or not action.option_strings:
+            return text
+        if isinstance(shown, list) and all(isinstance(v, int) for v in shown):
+            shown = ",".join(map(str, shown))
+        return text + f" (default: {shown})"
 
 
 def positive_int(text: str) -> int:
@@ -110,7 +112,11 @@ def parser() -> argparse.ArgumentParser:
                     help="results folder (default: leaderboards/results for the published manifest, else results)")
     su.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     su.add_argument("--only", default=None, help="comma-separated tasks: run only their jobs (default: all)")
-    su.add_argument("--dry-run", action="store_true", help="list this shard's jobs and exit")
+    su.add_argument("--jobs", type=positive_int, default=1,
+                    help="jobs run side by side, each in its own single-threaded process, longest first")
+    su.add_argument("--dry-run", action="store_true",
+                    help="check the manifest, list this shard's jobs with what a run would do (run, rerun or kept) "
+                         "and exit")
     su.add_argument("--no-leaderboard", action="store_true", help="do not rebuild the leaderboards afterwards")
 
     lb = sub.add_parser("leaderboard", help="build leaderboards from result files", formatter_class=Formatter)
@@ -251,23 +257,38 @@ def _suite(a) -> int:
     from pathlib import Path
 
     from bench.engine import suite
+    from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
     from bench.engine.runner import check_device
-    from bench.report.leaderboard import PUBLISHED, PUBLISHED_RESULTS, build
+    from bench.registry import suggest
+    from bench.report.leaderboard import build
     k, _, n = a.shard.partition("/")
-    if not (k.isdigit() and n.isdigit()):
+    if not (k.isdigit() and n.isdigit()) or int(n) < 1:
         raise ValueError(f"--shard {a.shard}: use K/N, e.g. 2/8")
     check_device(a.device)
-    jobs = suite.shard(suite.load(a.manifest), int(k), int(n))
+    everything = suite.load(a.manifest)  # the whole manifest checked before any job
+    jobs = suite.shard(everything, int(k), int(n))
     if a.only:
-        tasks = set(a.only.split(","))
+        tasks = {x.strip() for x in a.only.split(",") if x.strip()}
+        unknown = sorted(tasks - {j.task for j in everything})
+        if unknown:
+            raise ValueError(f"--only {','.join(unknown)}: not a task of {a.manifest}"
+                             + suggest(unknown[0], sorted({j.task for j in everything})))
         jobs = [j for j in jobs if j.task in tasks]
     published = Path(a.manifest).resolve() == (PUBLISHED / "suite.toml").resolve()
     out = Path(a.out) if a.out else (PUBLISHED_RESULTS if published else Path("results"))
-    if a.dry_run:
-        for j in jobs:
-            print(j.key)
+    if not jobs:
+        print(f"suite {a.manifest} shard {a.shard}{' --only ' + a.only if a.only else ''}: no jobs (nothing to do)")
         return 0
-    counts = suite.run_suite(jobs, out, device=a.device)
+    if a.dry_run:
+        planned = suite.plan(jobs, out)
+        for j, state in planned:
+            print(f"{state:<5} {j.key}")
+        tally = {s: sum(st == s for _, st in planned) for s in ("run", "rerun", "kept")}
+        print(f"{len(jobs)} jobs: {tally['run']} to run, {tally['rerun']} to rerun (older code or failed), "
+              f"{tally['kept']} kept")
+        return 0
+    counts = suite.run_suite(jobs, out, device=a.device, workers=a.jobs,
+                             published=published and out.resolve() == PUBLISHED_RESULTS.resolve())
     print(f"suite {a.manifest} shard {a.shard}: {counts['jobs']} jobs, {counts['run']} run, {counts['kept']} kept, "
           f"{counts['failed']} failed (git {counts['git_sha']})")
     if not a.no_leaderboard:

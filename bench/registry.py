@@ -67,12 +67,17 @@ def _load_builtin():
             ep.load()
 
 
+def suggest(name: str, choices) -> str:
+    """``"; did you mean a, b?"`` for the close matches of ``name`` among ``choices``, else ``""``."""
+    close = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
 def _lookup(table, kind, name):
     _load_builtin()
     if name in table:
         return table[name]
-    close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    hint = suggest(name, table)
     raise UnknownNameError(f"unknown {kind} {name!r}{hint} (`python -m bench list` shows all {kind}s)")
 
 

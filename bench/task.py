@@ -44,6 +44,7 @@ class Task:
     # metric -> what it means, in a phrase (shown under the leaderboard tables)
     metric_notes: dict = {}
     tuning_size: int | None = None  # None: unlimited (a sampler of the true distribution)
+    min_samples: int = 2  # the fewest samples per run for which every metric is defined
     options: tuple = ()  # names of the options the task accepts (--checkpoint, --ref-stats, --data)
 
     def __init__(self, **options):
@@ -115,6 +116,13 @@ class Task:
 
     def protocol(self, n_samples: int, n_reference: int) -> dict:
         return dict(reference="sample_reference", n_samples=n_samples, n_reference=n_reference)
+
+    def memory_bytes(self, n: int, batch: int) -> float:
+        """A generous estimate of the memory a run of ``n`` samples takes, ``batch`` at a time: per
+        sample its index, noise key, label and float32 copy plus the metrics' float64 copies; per
+        batch sample the float64 solver state with its temporaries and the network's activations."""
+        numel = int(np.prod(self.shape)) if self.shape else 1
+        return n * (32 + 40 * numel) + batch * numel * 8 * 64
 
     def better(self, metric: str, a: float, b: float) -> bool:
         return a > b if self.higher_is_better.get(metric, False) else a < b

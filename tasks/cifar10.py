@@ -121,6 +121,7 @@ class EDMImageTask(Task):
     reference_size = 50_000
     seed_aggregate = "min"  # EDM's protocol: the minimum FID over seed sets
     tuning_size = 10_000
+    min_samples = 4  # k-NN precision/recall (k = 3) needs k + 1 points
     primary_metric = "fid"
     higher_is_better = {"is": True, "precision": True, "recall": True}
     metric_names = ("fid", "kid", "precision", "recall", "is")

@@ -321,6 +321,7 @@ class Digits(Task):
     reference_splits = ("train", "evaluation")
     reference_size = 1797 - SPLIT_SIZES["tuning"]
     tuning_size = SPLIT_SIZES["tuning"]
+    min_samples = 4  # k-NN precision/recall (k = 3) needs k + 1 points
     primary_metric = "kid"
     higher_is_better = {"precision": True, "recall": True, "accuracy": True, "is": True}
     metric_names = ("kid", "fd", "precision", "recall", "is", "accuracy")

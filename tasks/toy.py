@@ -84,6 +84,7 @@ class ToyTask(Task):
     shape = (2,)
     default_samples = 10_000
     reference_size = 10_000
+    min_samples = 6  # k-NN metrics (k = 5) need k + 1 points
     primary_metric = "mmd"
     higher_is_better = {"precision": True, "recall": True, "modes": True, "class_acc": True, "support": True}
     metric_notes = dict(

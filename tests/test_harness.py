@@ -129,7 +129,10 @@ def test_nan_samples_are_a_failed_result_that_keeps_the_earlier_one(tmp_path):
     try:
         ok = bench.run("euler", "gmm8", nfe=5, out=tmp_path, denoiser="exact", label="x", **SMALL)[0]
         before = open(ok["path"]).read()
-        bad = bench.run("nan-test", "gmm8", nfe=5, out=tmp_path, denoiser="exact", label="x", **SMALL)[0]
+        with pytest.raises(ValueError, match="another configuration.*--rerun"):  # another method under label x
+            bench.run("nan-test", "gmm8", nfe=5, out=tmp_path, denoiser="exact", label="x", **SMALL)
+        bad = bench.run("nan-test", "gmm8", nfe=5, out=tmp_path, denoiser="exact", label="x", resume=False,
+                        **SMALL)[0]
     finally:
         del registry._METHODS["nan-test"]
     assert bad["status"] == "failed" and "NaN" in bad["error"] and bad["metrics"] == {}

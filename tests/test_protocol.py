@@ -184,7 +184,7 @@ def test_a_bad_manifest_is_one_line(tmp_path, capsys):
     from bench.cli import main
     (tmp_path / "bad.toml").write_text('[[run]]\nmethod = "edm"\nnfe = "4"\n')
     assert main(["suite", str(tmp_path / "bad.toml")]) == 2
-    assert "needs method, task and nfe" in capsys.readouterr().err
+    assert "entry 1: needs task" in capsys.readouterr().err
 
 
 def test_the_published_manifest_lists_known_methods_and_tasks():
@@ -300,8 +300,11 @@ def test_a_slice_of_the_suite_reproduces_the_published_results(tmp_path, method,
     finally:
         _torch.set_num_threads(threads)
     assert got["nfe"] == want["nfe"] and got["n_samples"] == want["n_samples"]
-    same_env = all(want["versions"].get(k) == v for k, v in
-                   dict(torch=_torch.__version__, numpy=np.__version__).items())
+    from bench.engine.results import versions
+    here = versions()
+    # bit for bit only where everything that rounds is the same: the numeric packages and the CPU's
+    # vector instruction set (the float32 network rounds differently on AVX2 and AVX512)
+    same_env = all(want["versions"].get(k) == here[k] for k in ("torch", "numpy", "scipy", "sklearn", "pot", "cpu"))
     for name, value in want["metrics"].items():
         if same_env:
             assert got["metrics"][name] == value, (name, got["metrics"][name], value)

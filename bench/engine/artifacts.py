@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from bench.engine.io import atomic_write_bytes, atomic_write_json, json_ready
+from bench.engine.io import atomic_write_bytes, atomic_write_json, check_writable, json_ready
 from bench.method import Artifact
 
 TENSORS, META = "tensors.safetensors", "meta.json"
@@ -43,6 +43,10 @@ class CorruptArtifact(ValueError):
 class ArtifactStore:
     def __init__(self, root=None):
         self.root = Path(root) if root is not None else cache_dir() / "artifacts"
+
+    def check_writable(self):
+        """Fail before a fit, with what to do, when its result could not be cached."""
+        check_writable(self.root, "the fit cache", "set BENCH_CACHE to a writable folder")
 
     def path(self, key: dict) -> Path:
         return self.root / key["method"] / key["task"] / key_hash(key)

@@ -1,11 +1,19 @@
 """Atomic file writes: a file is either its old complete self or its new complete self."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, quota, read-only): one line naming it."""
+
+    def __str__(self):
+        return str(self.strerror or "write failed")
 
 
 def _umask() -> int:
@@ -14,20 +22,32 @@ def _umask() -> int:
     return mask
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def atomic_write_bytes(path, data: bytes):
+    """Write ``data`` to ``path`` through a temporary file renamed into place; on any failure the
+    temporary file is removed and ``path`` keeps its old content (a full disk: ``WriteError``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files get the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in FULL:
+            raise WriteError(e.errno, f"no space left to write {path} ({len(data):,} bytes): free some space "
+                                      f"there, or write elsewhere (--out, BENCH_CACHE)") from None
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise WriteError(e.errno, f"cannot write {path} ({e.strerror}): write elsewhere (--out, "
+                                      f"BENCH_CACHE)") from None
         raise
 
 
@@ -53,8 +73,8 @@ def atomic_write_json(path, obj):
     atomic_write_bytes(path, (text + "\n").encode())
 
 
-def check_writable(directory):
-    """Fail early, with what to do, when results could not be written."""
+def check_writable(directory, what="output directory", hint="choose another with --out"):
+    """Fail early, with what to do, when files could not be written into ``directory``."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -62,5 +82,4 @@ def check_writable(directory):
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise PermissionError(f"output directory {directory} is not writable ({e.strerror}); "
-                              f"choose another with --out") from None
+        raise PermissionError(f"{what} {directory} is not writable ({e.strerror}); {hint}") from None

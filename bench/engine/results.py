@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import platform
+import re
 import subprocess
 import sys
 import warnings
@@ -20,6 +22,87 @@ from bench.registry import SUITE_PACKAGES, suite_folder
 
 SCHEMA = 1
 REQUIRED = ("method", "task", "nfe_budget", "seed", "status", "metrics", "nfe")
+# the published boards and their results: written by `python -m bench suite leaderboards/suite.toml` only
+PUBLISHED = Path(__file__).resolve().parents[2] / "leaderboards"
+PUBLISHED_RESULTS = PUBLISHED / "results"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,99}")
+_NUMBER_STRINGS = {"inf", "-inf", "nan"}  # how a result file writes the floats JSON lacks
+
+
+def check_label(label) -> str:
+    """A label names a row and its folder: letters, digits and ``. _ @ + = -``, starting with a letter
+    or digit, at most 100 characters; never a path (no separator, no ``..``, not absolute)."""
+    if not isinstance(label, str) or not _NAME.fullmatch(label) or ".." in label:
+        raise ValueError(f"label {label!r} is not a name: use letters, digits and . _ @ + = - (no '/', no '..', "
+                         f"at most 100 characters), e.g. --label irl-fkl")
+    return label
+
+
+def is_number(v) -> bool:
+    """A metric value as a result file holds it: an int or float, or "inf"/"-inf"/"nan"."""
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, (int, float)) or (isinstance(v, str) and v in _NUMBER_STRINGS)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def problem(r) -> str | None:
+    """Why ``r`` (a parsed result file) cannot be used as a result, or None: every reader checks
+    this, so a tampered or truncated file is named, never half-read."""
+    if not isinstance(r, dict):
+        return "not a JSON object"
+    missing = [k for k in REQUIRED if k not in r]
+    if missing:
+        return f"not a result file of this schema (needs {', '.join(REQUIRED)}; missing {', '.join(missing)})"
+    for k in ("method", "task"):
+        if not isinstance(r[k], str) or not r[k]:
+            return f"{k} {r[k]!r} is not a name"
+    if "label" in r and r["label"] is not None:
+        try:
+            check_label(r["label"])
+        except ValueError:
+            return f"label {r['label']!r} is not a name"
+    for k in ("nfe_budget", "seed"):
+        if not _integer(r[k]) or r[k] < 0:
+            return f"{k} {r[k]!r} is not a non-negative integer"
+    if r["status"] not in ("ok", "failed"):
+        return f"status {r['status']!r} is neither ok nor failed"
+    if not isinstance(r["metrics"], dict):
+        return "metrics is not a mapping"
+    bad = [str(k) for k, v in r["metrics"].items() if not is_number(v)]
+    if bad:
+        return f"metric(s) {', '.join(bad)} not numbers"
+    if r["status"] == "ok":
+        if not is_number(r["nfe"]) or not math.isfinite(float(r["nfe"])) or float(r["nfe"]) < 0:
+            return f"nfe {r['nfe']!r} is not a finite non-negative number"
+        if "n_samples" in r and (not _integer(r["n_samples"]) or r["n_samples"] < 1):
+            return f"n_samples {r['n_samples']!r} is not a positive integer"
+    return None
+
+
+def nan_metrics(r: dict) -> list[str]:
+    """The metrics of a successful result that are NaN (the runner never writes one: a file that
+    holds one was edited, or written by an older version)."""
+    if r.get("status") != "ok":
+        return []
+    return [str(k) for k, v in r["metrics"].items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+            and math.isnan(float(v))]
+
+
+def read_result(path) -> tuple[dict | None, str | None]:
+    """``(result, None)`` for a usable result file, ``(None, why)`` otherwise (unreadable, not
+    JSON, or failing ``problem``)."""
+    try:
+        r = json.loads(Path(path).read_text())
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    except ValueError as e:
+        return None, f"not valid JSON ({e})"
+    why = problem(r)
+    return (None, why) if why else (r, None)
 
 
 def config_hash(config) -> str:
@@ -119,16 +202,24 @@ def git_sha() -> str:
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
 
 
+# packages whose arithmetic reaches a result's numbers (sampling, metrics)
+NUMERIC_PACKAGES = dict(numpy="numpy", scipy="scipy", sklearn="scikit-learn", pot="POT")
+
+
 def versions() -> dict:
-    import numpy
+    """Everything that decides a result's last bits besides the code: the packages that compute it
+    and the CPU's vector instruction set (a float32 network rounds differently on AVX2 and AVX512)."""
     import torch
     from importlib.metadata import PackageNotFoundError, version
-    try:
-        own = version("sampler-bench")
-    except PackageNotFoundError:
-        own = "unknown"
-    return dict(bench=own, python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
-                platform=sys.platform)
+
+    def ver(dist):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "unknown"
+    return dict(bench=ver("sampler-bench"), python=platform.python_version(), torch=torch.__version__,
+                platform=sys.platform, cpu=torch.backends.cpu.get_cpu_capability(),
+                **{k: ver(d) for k, d in NUMERIC_PACKAGES.items()})
 
 
 def now() -> str:
@@ -136,23 +227,24 @@ def now() -> str:
 
 
 def load_results(dirs) -> list[dict]:
-    """Every result under ``dirs``; unreadable, truncated or old-schema files are
-    skipped with a warning naming them, never silently."""
+    """Every result under ``dirs``; unreadable, truncated, tampered (``problem``) or newer-schema
+    files are skipped with a warning naming them, never silently; a NaN metric of a successful
+    result is warned about (naming the file) and read as missing."""
     out = []
     for d in [dirs] if isinstance(dirs, (str, Path)) else dirs:
         for p in sorted(Path(d).rglob("*.json")):
-            try:
-                r = json.loads(p.read_text())
-            except (OSError, ValueError) as e:
-                warnings.warn(f"skipping unreadable result file {p}: {e}", stacklevel=2)
+            r, why = read_result(p)
+            if r is None:
+                warnings.warn(f"skipping {p}: {why}", stacklevel=2)
                 continue
-            if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
-                warnings.warn(f"skipping {p}: not a result file of this schema (needs {', '.join(REQUIRED)})",
-                              stacklevel=2)
-                continue
-            if r.get("schema", 0) > SCHEMA:
+            if isinstance(r.get("schema", 0), int) and r.get("schema", 0) > SCHEMA:
                 warnings.warn(f"skipping {p}: written by a newer version (schema {r.get('schema')})", stacklevel=2)
                 continue
+            nan = nan_metrics(r)
+            if nan:
+                warnings.warn(f"{p}: metric(s) {', '.join(nan)} are NaN in a successful result (edited, or written "
+                              f"by an older version): read as missing", stacklevel=2)
+                r["metrics"] = {k: v for k, v in r["metrics"].items() if k not in nan}
             r["_path"] = str(p)
             out.append(r)
     return out

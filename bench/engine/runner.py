@@ -20,8 +20,8 @@ from bench.engine.io import atomic_write_bytes, check_writable, json_ready
 from bench.method import BudgetError
 from bench.noise import Noise
 from bench.registry import method_class, task_class
-from bench.engine.results import (SCHEMA, code_version, config_hash, git_sha, now, result_path, versions,
-                                  write_result)
+from bench.engine.results import (PUBLISHED_RESULTS, SCHEMA, check_label, code_version, config_hash, git_sha, now,
+                                  read_result, result_path, versions, write_result)
 from bench.task import Task, Unsupported
 
 FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it
@@ -165,7 +165,7 @@ class FitContext:
         return {k: v for k, v in best.items() if k != "score"}, table
 
 
-def _check_needs(method, task):
+def check_needs(method, task):
     for need in method.needs:
         if need == "tuning" and type(task).sample_tuning is Task.sample_tuning:
             raise Unsupported(f"method {method.name} tunes on data, and task {task.name} has no tuning split")
@@ -217,24 +217,36 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
 def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: int | None = None,
         out="results", device: str = "cpu", save_samples: bool = False, denoiser: str | None = None,
         config: dict | None = None, label: str | None = None, batch_size: int = 10_000,
-        progress: bool = True, cache=None, task_options: dict | None = None, resume: bool = True) -> list[dict]:
+        progress: bool = True, cache=None, task_options: dict | None = None, resume: bool = True,
+        published: bool = False) -> list[dict]:
     """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
     (also written under ``out``). Bad input raises before any work starts; a failure
     while sampling or scoring gives a result with status ``failed``. With ``resume``, a
     result already written with the same identity (configuration, task version, samples,
-    code: ``IDENTITY``) is kept and returned instead of redone. Under ``torchrun`` the
-    samples are sharded across the processes and rank 0 scores, writes and returns the
-    results; the other ranks return an empty list."""
+    code: ``IDENTITY``) is kept and returned instead of redone; one made under another
+    configuration (samples, task version, denoiser, settings) is never replaced unless
+    ``resume`` is off (``--rerun``), and the published results folder is written only with
+    ``published`` (the suite's). Under ``torchrun`` the samples are sharded across the
+    processes and rank 0 scores, writes and returns the results; the other ranks return an
+    empty list."""
     nfe = [nfe] if isinstance(nfe, int) else list(nfe)
     seeds = [seed if seed is not None else 0] if seeds is None else list(seeds)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
-    if samples is not None and (not isinstance(samples, int) or samples < 2):
-        raise ValueError(f"samples must be at least 2, got {samples!r}")
+    if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool)):
+        raise ValueError(f"samples must be an integer, got {samples!r}")
+    if label is not None:
+        check_label(label)
     check_device(device)
+    if not published and _inside(Path(out), PUBLISHED_RESULTS):
+        raise ValueError(f"{out} is the published results folder, which only `python -m bench suite "
+                         f"leaderboards/suite.toml` writes; choose another --out")
+    if len(nfe) * len(seeds) > MAX_JOBS:
+        raise ValueError(f"{len(nfe)} NFE budgets x {len(seeds)} seeds = {len(nfe) * len(seeds):,} runs, over the "
+                         f"{MAX_JOBS:,} one command may start; split them over several commands")
     t = get_task(task, **(task_options or {}))
     m = get_method(method, t, **(config or {}))
-    _check_needs(m, t)
+    check_needs(m, t)
     for b in nfe:
         m.describe_budget(b)  # raises BudgetError before anything runs
     for s in seeds:
@@ -243,20 +255,21 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     denoiser_name = denoiser or next(iter(t.denoisers()))
     if denoiser_name not in t.denoisers():
         raise ValueError(f"task {t.name} has no denoiser {denoiser_name!r}; choose from {', '.join(t.denoisers())}")
-    if label is None:  # settings other than the published ones get a label of their own
-        label = m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}"
-        if m.changed:
-            label += "-" + config_hash(m.changed)
+    label = label or _label(m, t, denoiser_name)
     rank, world = dist.init(device)
     if rank == 0:
         check_writable(Path(out) / t.name / label)
     t.check_files(m.needs)  # every file the run needs, all missing ones named at once
     n = samples or t.default_samples
+    if n < t.min_samples:
+        raise ValueError(f"--samples {n}: task {t.name}'s metrics need at least {t.min_samples} samples per run")
+    check_memory(t, n, batch_size)
+    if m.has_fit and rank == 0:
+        ArtifactStore(cache).check_writable()
     jobs = [(b, s) for b in nfe for s in seeds]
-    identity = dict(method=m.name, label=label, method_config=m.config, task=t.name, task_version=t.version,
-                    task_options=t.option_record(), denoiser=denoiser_name, n_samples=n,
-                    code=code_version(type(t).__module__, type(m).__module__))
-    _check_same_config(out, t.name, label, jobs, m.config)
+    identity = _identity(m, t, denoiser_name, label, n)
+    if resume:
+        _check_same_identity(out, t.name, label, jobs, identity)
     kept = {job: r for job in jobs if resume
             for r in [_kept(result_path(out, t.name, label, *job), dict(identity, nfe_budget=job[0], seed=job[1]))]
             if r is not None}
@@ -279,20 +292,105 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     return [results[job] for job in jobs] if rank == 0 else []
 
 
-def _check_same_config(out, task, label, jobs, config):
-    """A label holds one configuration: results of another are never replaced by this run's."""
+def _label(m, t, denoiser_name: str) -> str:
+    """The default label: the method's name, ``@denoiser`` off the task's own denoiser, and a hash of
+    the settings that differ from the published ones."""
+    label = m.name if denoiser_name == next(iter(t.denoisers())) else f"{m.name}@{denoiser_name}"
+    return label + ("-" + config_hash(m.changed) if m.changed else "")
+
+
+def default_label(method: str, task: str, denoiser: str | None = None, config: dict | None = None) -> str:
+    t = get_task(task)
+    return _label(get_method(method, t, **(config or {})), t, denoiser or next(iter(t.denoisers())))
+
+
+def _identity(m, t, denoiser_name, label, n) -> dict:
+    return dict(method=m.name, label=label, method_config=m.config, task=t.name, task_version=t.version,
+                task_options=t.option_record(), denoiser=denoiser_name, n_samples=n,
+                code=code_version(type(t).__module__, type(m).__module__))
+
+
+def pending(method: str, task: str, nfe: int, seed: int, *, samples=None, out="results", denoiser=None,
+            config=None, label=None) -> str:
+    """What ``run`` would do with one job, without doing it: ``kept`` (a current result is written),
+    ``rerun`` (a result of older code, or a failed one, would be replaced) or ``run`` (none yet)."""
+    t = get_task(task)
+    m = get_method(method, t, **(config or {}))
+    denoiser_name = denoiser or next(iter(t.denoisers()))
+    label = label or _label(m, t, denoiser_name)
+    identity = dict(_identity(m, t, denoiser_name, label, samples or t.default_samples), nfe_budget=nfe, seed=seed)
+    path = result_path(out, t.name, label, nfe, seed)
+    if not path.exists():
+        return "run"
+    return "kept" if _kept(path, identity, quiet=True) is not None else "rerun"
+
+
+# what may differ between a result and a rerun that replaces it: the code (a stale result is redone)
+REPLACEABLE = ("code",)
+MAX_JOBS = 10_000  # runs one command may start (NFE budgets x seeds)
+MEMORY_SHARE = 0.8  # of the memory available now, the most a run may plan to use
+
+
+def _check_same_identity(out, task, label, jobs, identity):
+    """A label holds one configuration: a result made under another (other samples, settings, task
+    version, denoiser, task options) is never replaced by a resumed run; ``--rerun`` replaces it."""
     clash = []
     for b, s in jobs:
-        try:
-            r = json.loads(result_path(out, task, label, b, s).read_text())
-        except (OSError, ValueError):
+        path = result_path(out, task, label, b, s)
+        r, _ = read_result(path) if path.exists() else (None, None)
+        if r is None or r.get("status") != "ok":
             continue
-        if isinstance(r, dict) and r.get("status") == "ok" and json_ready(r.get("method_config")) != json_ready(config):
-            clash.append(f"nfe={b} seed={s}")
+        diff = [k for k, v in identity.items() if k not in REPLACEABLE and json_ready(r.get(k)) != json_ready(v)]
+        if diff:
+            clash.append((f"nfe={b} seed={s}", diff, r))
     if clash:
-        raise ValueError(f"{Path(out) / task / label} holds results of another configuration of the method "
-                         f"({', '.join(clash[:3])}{', ...' if len(clash) > 3 else ''}); give this one its own "
-                         f"--label, or --out")
+        where, diff, r = clash[0]
+        shown = ", ".join(f"{k} {json.dumps(json_ready(r.get(k)))[:40]} there, {json.dumps(json_ready(identity[k]))[:40]} "
+                          f"here" for k in diff[:2])
+        raise ValueError(f"{Path(out) / task / label} holds {len(clash)} result(s) made under another configuration "
+                         f"({where}: {shown}); --rerun replaces them, or give this run its own --label or --out")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux's MemAvailable; else the physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _size(b: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if b < 1000 or unit == "TB":
+            return f"{b:.3g} {unit}"
+        b /= 1000
+    return f"{b:.3g} TB"
+
+
+def check_memory(task: Task, n: int, batch_size: int):
+    """Refuse, before any work, a run whose samples and metrics could not fit in memory."""
+    need = task.memory_bytes(n, min(batch_size, n))
+    have = available_memory() * MEMORY_SHARE
+    if need > have:
+        per = task.memory_bytes(2 * n, min(batch_size, n)) - need  # what n more samples cost
+        fits = int(max(0, have - task.memory_bytes(0, min(batch_size, n))) / max(per / n, 1e-9))
+        raise ValueError(f"--samples {n:,} needs about {_size(need)} of memory, more than the {_size(have)} this run "
+                         f"may use here; at most about {fits:,} samples fit (or lower --batch-size)")
 
 
 def check_device(device: str):
@@ -302,13 +400,17 @@ def check_device(device: str):
         raise ValueError(f"--device {device}: use cpu or cuda")
 
 
-def _kept(path: Path, identity: dict) -> dict | None:
-    """The successful result at ``path`` when it has this identity, else None."""
-    try:
-        r = json.loads(path.read_text())
-    except (OSError, ValueError):
+def _kept(path: Path, identity: dict, quiet: bool = False) -> dict | None:
+    """The successful result at ``path`` when it has this identity, else None (a file there that is
+    not a usable result is named, and redone)."""
+    if not path.exists():
         return None
-    if not isinstance(r, dict) or r.get("status") != "ok":
+    r, why = read_result(path)
+    if r is None:
+        if not quiet:
+            say(f"warning: {path} is not a usable result ({why}): redone")
+        return None
+    if r.get("status") != "ok":
         return None
     if any(json_ready(r.get(k)) != json_ready(v) for k, v in identity.items()):
         return None
@@ -353,11 +455,20 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
             r["fit_curve"] = curve
         if rank == 0:
             path = result_path(out, t.name, label, b, s)
-            if save_samples and drawn is not None:
-                r["samples_file"] = _save_samples(path, drawn)
-            if hasattr(m, "write_extras") and r["status"] == "ok":
-                r["extras"] = m.write_extras(path)
-            r["path"] = str(write_result(path, r))
+            staged = None
+            try:
+                if save_samples and drawn is not None:
+                    staged = _save_samples(path, drawn)
+                    r["samples_file"] = path.with_suffix(".npz").name
+                if hasattr(m, "write_extras") and r["status"] == "ok":
+                    r["extras"] = m.write_extras(path)
+                r["path"] = str(write_result(path, r))
+            except BaseException:
+                if staged is not None:
+                    staged.unlink(missing_ok=True)  # no samples file without its result
+                raise
+            if staged is not None:
+                staged.replace(path.with_suffix(".npz"))
             written.append(r["path"])
             if r["status"] == "ok":
                 score = f"{t.primary_metric}={r['metrics'][t.primary_metric]:.4g}"
@@ -447,7 +558,9 @@ def _one(m, t, counted, denoiser_name, b, s, n, ref_x, ref_labels, device, batch
     return r, drawn
 
 
-def _save_samples(result_file, samples) -> str:
+def _save_samples(result_file, samples) -> Path:
+    """The samples as a compressed npz, written beside ``result_file`` under a staging name: the
+    caller moves it into place once the result itself is written."""
     import io
     x, labels = samples
     buf = io.BytesIO()
@@ -455,6 +568,6 @@ def _save_samples(result_file, samples) -> str:
     if labels is not None:
         arrays["labels"] = labels.numpy()
     np.savez_compressed(buf, **arrays)
-    path = result_file.with_suffix(".npz")
+    path = result_file.with_name(result_file.stem + ".npz.partial")
     atomic_write_bytes(path, buf.getvalue())
-    return path.name
+    return path

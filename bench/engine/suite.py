@@ -66,66 +66,142 @@ class MalformedList(ValueError, argparse.ArgumentTypeError):
     """A malformed list of integers: a ValueError, and argparse's type error (its message shown)."""
 
 
+MAX_VALUES = 10_000  # integers one list or range may name (a typo like 0-9999999 is refused, not expanded)
+
+
 def parse_ints(text: str, what: str) -> list[int]:
-    """``"0-2"`` -> [0, 1, 2]; ``"5,10,20"`` -> [5, 10, 20]; mixtures of both (MalformedList otherwise)."""
+    """``"0-2"`` -> [0, 1, 2]; ``"5,10,20"`` -> [5, 10, 20]; mixtures of both (MalformedList otherwise,
+    and for more than ``MAX_VALUES`` values)."""
     out = []
     try:
-        for part in text.split(","):
+        for part in str(text).split(","):
             part = part.strip()
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
                 lo, hi = int(lo), int(hi)
                 if hi < lo:
                     raise ValueError
+                if hi - lo + 1 + len(out) > MAX_VALUES:
+                    raise MalformedList(f"{what} {text!r} names {hi - lo + 1:,} values; at most {MAX_VALUES:,} at "
+                                        f"once")
                 out.extend(range(lo, hi + 1))
             else:
                 out.append(int(part))
+    except MalformedList:
+        raise
     except ValueError:
         raise MalformedList(f"malformed {what} {text!r}: use integers, commas and ascending ranges, e.g. 0-2 or "
-                         f"5,10,20") from None
+                            f"5,10,20") from None
     if any(v < 0 for v in out) or not out:
         raise MalformedList(f"malformed {what} {text!r}: values must be non-negative integers")
+    if len(out) > MAX_VALUES:
+        raise MalformedList(f"{what} {text!r} names {len(out):,} values; at most {MAX_VALUES:,} at once")
     return out
 
 
-def _ints(text, what) -> list[int]:
-    if isinstance(text, int):
-        return [text]
-    if isinstance(text, list):
-        return [int(v) for v in text]
-    return parse_ints(str(text), what)
+def _ints(value, what) -> list[int]:
+    """A manifest's integer list: an integer, a list of integers, or the CLI's text form; anything
+    else (10.7, true, "500" where a number belongs) is refused, never coerced."""
+    if isinstance(value, bool):
+        raise MalformedList(f"{what} {value!r} is not an integer")
+    if isinstance(value, int):
+        return parse_ints(str(value), what)
+    if isinstance(value, list):
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)]
+        if bad or not value:
+            raise MalformedList(f"{what} {value!r}: list integers only, e.g. [10, 20]")
+        return parse_ints(",".join(map(str, value)), what)
+    if isinstance(value, str):
+        return parse_ints(value, what)
+    raise MalformedList(f"{what} {value!r} is not an integer list: write 5 or [5, 10] or \"0-4\"")
+
+
+KNOWN = {"method", "task", "nfe", "seeds", "label", "settings", "denoiser", "samples"}
+STRINGS = ("method", "task", "label", "denoiser")
+
+
+def _entry(path, i, e, defaults) -> list["Job"]:
+    """The jobs of manifest entry ``i``, every field checked (types, names, settings, budgets)."""
+    from bench.engine.results import check_label
+    from bench.method import BudgetError
+    from bench.registry import UnknownNameError
+    where = f"suite manifest {path}, entry {i}"
+    if not isinstance(e, dict):
+        raise ValueError(f"{where}: not a table")
+    e = {**defaults, **e}
+    unknown = set(e) - KNOWN
+    missing = [k for k in ("method", "task", "nfe") if k not in e]
+    if unknown or missing:
+        raise ValueError(f"{where}: " + "; ".join(
+            ([f"needs {', '.join(missing)}"] if missing else [])
+            + ([f"unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN))})"] if unknown else [])))
+    for k in STRINGS:
+        if k in e and not isinstance(e[k], str):
+            raise ValueError(f"{where}: {k} {e[k]!r} is not a string")
+    if "samples" in e and (isinstance(e["samples"], bool) or not isinstance(e["samples"], int)):
+        raise ValueError(f"{where}: samples {e['samples']!r} is not an integer (write samples = 500)")
+    if not isinstance(e.get("settings", {}), dict):
+        raise ValueError(f"{where}: settings must be a table, e.g. settings = {{ iters = 0 }}")
+    try:
+        nfes, seeds = _ints(e["nfe"], "NFE list"), _ints(e.get("seeds", "0-4"), "seed range")
+        if e.get("label") is not None:
+            check_label(e["label"])
+        task = runner.get_task(e["task"])
+        method = runner.get_method(e["method"], task, **e.get("settings", {}))
+        runner.check_needs(method, task)
+        for b in nfes:
+            method.describe_budget(b)
+        if e.get("denoiser") is not None and e["denoiser"] not in task.denoisers():
+            raise ValueError(f"task {task.name} has no denoiser {e['denoiser']!r}; choose from "
+                             f"{', '.join(task.denoisers())}")
+        if "samples" in e and e["samples"] < task.min_samples:
+            raise ValueError(f"samples {e['samples']}: task {task.name}'s metrics need at least {task.min_samples}")
+    except (ValueError, UnknownNameError, BudgetError, LookupError, RuntimeError) as err:
+        raise ValueError(f"{where} ({e['method']} on {e['task']}): {err}") from None
+    settings = tuple(sorted((k, json.dumps(v)) for k, v in e.get("settings", {}).items()))
+    return [Job(e["method"], e["task"], b, s, e.get("label"), e.get("denoiser"), e.get("samples"), settings)
+            for b in nfes for s in seeds]
 
 
 def load(path) -> list[Job]:
-    """Every job of the manifest at ``path``; a malformed manifest raises ValueError naming the entry."""
+    """Every job of the manifest at ``path``, the whole manifest checked before any job runs: a
+    malformed entry (unknown method, task, setting or key, a wrong type, a budget the method
+    cannot take) raises ValueError naming it."""
     import tomllib
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"suite manifest {path} does not exist") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"suite manifest {path} is a folder; name the .toml file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"suite manifest {path} is not a text file") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"suite manifest {path} is not valid TOML ({e})") from None
+    unknown = set(data) - {"defaults", "run"}
+    if unknown:
+        raise ValueError(f"suite manifest {path}: unknown section(s) {', '.join(sorted(unknown))} (use [defaults] "
+                         f"and [[run]])")
     defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict) or set(defaults) - KNOWN:
+        raise ValueError(f"suite manifest {path}: [defaults] takes only {', '.join(sorted(KNOWN))}")
     entries = data.get("run", [])
-    if not entries:
+    if not isinstance(entries, list) or not entries:
         raise ValueError(f"suite manifest {path} lists no [[run]] entries")
-    known = {"method", "task", "nfe", "seeds", "label", "settings", "denoiser", "samples"}
     jobs = []
     for i, e in enumerate(entries, 1):
-        e = {**defaults, **e}
-        unknown = set(e) - known
-        if unknown or "method" not in e or "task" not in e or "nfe" not in e:
-            raise ValueError(f"suite manifest {path}, entry {i}: needs method, task and nfe"
-                             + (f"; unknown key(s) {', '.join(sorted(unknown))}" if unknown else ""))
-        settings = tuple(sorted((k, json.dumps(v)) for k, v in e.get("settings", {}).items()))
-        for nfe in _ints(e["nfe"], "NFE list"):
-            for seed in _ints(e.get("seeds", "0-4"), "seed range"):
-                jobs.append(Job(e["method"], e["task"], nfe, seed, e.get("label"), e.get("denoiser"),
-                                e.get("samples"), settings))
+        jobs += _entry(path, i, e, defaults)
     keys = [j.key for j in jobs]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"suite manifest {path} lists a job twice")
+        seen, twice = set(), None
+        for j in jobs:
+            if j.key in seen:
+                twice = j
+                break
+            seen.add(j.key)
+        raise ValueError(f"suite manifest {path} lists a job twice ({twice.method} on {twice.task}"
+                         + (f" as {twice.label}" if twice.label else "") + f", NFE {twice.nfe}, seed {twice.seed})")
     return jobs
 
 
@@ -136,30 +212,104 @@ def shard(jobs: list[Job], k: int, n: int) -> list[Job]:
     return [j for j in jobs if int(hashlib.sha256(j.key.encode()).hexdigest(), 16) % n == k - 1]
 
 
-def run_suite(jobs: list[Job], out, *, progress=True, cache=None, device="cpu", say=runner.say) -> dict:
-    """Run every job not yet done (grouped per entry and budget); returns counts of what was done,
-    kept and failed. Prints a line per group with the time left, estimated from the jobs run."""
-    groups: dict[tuple, list[Job]] = {}
+def _run_one(job: Job, out, cache, device, published) -> dict:
+    """Run one job; returns what it did (ran or kept, failed, seconds)."""
+    t0 = time.perf_counter()
+    r = runner.run(job.method, job.task, nfe=[job.nfe], seeds=[job.seed], samples=job.samples, out=out,
+                   denoiser=job.denoiser, label=job.label, config={k: json.loads(v) for k, v in job.settings},
+                   progress=False, cache=cache, device=device, published=published)[0]
+    return dict(kept=bool(r.get("kept")), failed=r["status"] != "ok", seconds=time.perf_counter() - t0,
+                error=r.get("error"))
+
+
+def plan(jobs: list[Job], out) -> list[tuple[Job, str]]:
+    """Each job with what a run would do with it: ``run`` (no result yet), ``rerun`` (a result of older
+    code, or a failed one) or ``kept`` (its result is current)."""
+    out_plan = []
     for j in jobs:
-        groups.setdefault(j.group(), []).append(j)
-    done = kept = failed = 0
-    busy = 0.0  # seconds spent on jobs that ran (kept ones cost nothing)
-    for gi, (g, js) in enumerate(groups.items(), 1):
-        first = js[0]
-        t0 = time.perf_counter()
-        results = runner.run(first.method, first.task, nfe=[first.nfe], seeds=[j.seed for j in js],
-                             samples=first.samples, out=out, denoiser=first.denoiser, label=first.label,
-                             config={k: json.loads(v) for k, v in first.settings}, progress=False, cache=cache,
-                             device=device)
-        ran = [r for r in results if not r.get("kept")]
-        kept += len(results) - len(ran)
-        done += len(ran)
-        failed += sum(r["status"] != "ok" for r in ran)
-        busy += time.perf_counter() - t0 if ran else 0.0
-        left = sum(len(v) for v in list(groups.values())[gi:])
-        eta = "" if not done else f", about {runner.duration(busy / done * left)} left at this pace"
-        if progress:
-            say(f"[suite {gi}/{len(groups)}] {first.method}"
-                + (f" ({first.label})" if first.label else "") + f" on {first.task} nfe={first.nfe}: "
-                f"{len(ran)} run, {len(results) - len(ran)} kept{eta}")
-    return dict(jobs=len(jobs), run=done, kept=kept, failed=failed, git_sha=git_sha())
+        state = runner.pending(j.method, j.task, j.nfe, j.seed, samples=j.samples, out=out, denoiser=j.denoiser,
+                               label=j.label, config={k: json.loads(v) for k, v in j.settings})
+        out_plan.append((j, state))
+    return out_plan
+
+
+def estimate_seconds(job: Job, out) -> float:
+    """The time a job took when it last ran (its result file's fit, sampling and scoring seconds, of
+    any code version), else a guess: a minute per fitted job, ten seconds otherwise."""
+    from bench.engine.results import read_result, result_path
+    label = job.label or runner.default_label(job.method, job.task, job.denoiser,
+                                              {k: json.loads(v) for k, v in job.settings})
+    r, _ = read_result(result_path(out, job.task, label, job.nfe, job.seed))
+    if r is not None:
+        fit = r.get("fit_cost") if isinstance(r.get("fit_cost"), dict) else {}
+        art = fit.get("artifact") if isinstance(fit.get("artifact"), dict) else fit
+        parts = [art.get("seconds"), r.get("sample_seconds"), r.get("metric_seconds"),
+                 (r.get("overhead") or {}).get("base_seconds") if isinstance(r.get("overhead"), dict) else None]
+        total = sum(float(v) for v in parts if isinstance(v, (int, float)) and not isinstance(v, bool))
+        if total > 0:
+            return total
+    from bench.registry import method_class
+    return 60.0 if getattr(method_class(job.method), "has_fit", False) is True else 10.0
+
+
+def _worker_init():
+    import os
+
+    import torch
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)  # as the published results were made: one thread per job
+
+
+def run_suite(jobs: list[Job], out, *, progress=True, cache=None, device="cpu", say=runner.say, workers: int = 1,
+              published: bool = False) -> dict:
+    """Run every job not yet done, longest first (``estimate_seconds``), in ``workers`` processes
+    (each single-threaded; 1: in this process); returns counts of what was run, kept and failed.
+    Prints a line per finished job with the time left. Ctrl-C stops the whole suite with one line
+    counting what was done and kept."""
+    todo = sorted(jobs, key=lambda j: -estimate_seconds(j, out))
+    est = {j: estimate_seconds(j, out) for j in todo}
+    counts = dict(jobs=len(jobs), run=0, kept=0, failed=0)
+    spent = 0.0
+    guessed = 0.0  # the estimates of the jobs that ran: actual / estimated scales what is left
+    left = sum(est.values())
+    t_start = time.perf_counter()
+
+    def done(j: Job, info: dict, k: int):
+        nonlocal spent, guessed, left
+        left -= est[j]
+        if info["kept"]:
+            counts["kept"] += 1
+        else:
+            counts["run"] += 1
+            counts["failed"] += info["failed"]
+            spent += info["seconds"]
+            guessed += est[j]
+        if progress and not info["kept"]:
+            rate = spent / guessed if guessed else 1.0
+            eta = runner.duration(rate * left / max(1, workers))
+            say(f"[suite {k}/{len(todo)}] {j.label or j.method} on {j.task} nfe={j.nfe} seed={j.seed}: "
+                + ("FAILED" if info["failed"] else "done") + f" in {runner.duration(info['seconds'])}; about {eta} "
+                f"left ({runner.duration(time.perf_counter() - t_start)} so far)")
+
+    try:
+        if workers <= 1:
+            for k, j in enumerate(todo, 1):
+                done(j, _run_one(j, out, cache, device, published), k)
+        else:
+            import concurrent.futures as cf
+            import multiprocessing
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = {pool.submit(_run_one, j, out, cache, device, published): j for j in todo}
+                try:
+                    for k, f in enumerate(cf.as_completed(futures), 1):
+                        done(futures[f], f.result(), k)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    except KeyboardInterrupt:
+        raise runner.Interrupted(f"interrupted: {counts['run']} of {len(todo)} jobs run this time "
+                                 f"({counts['failed']} failed), {counts['kept']} kept; the rest not done (rerun the "
+                                 f"same command to do only those)") from None
+    return dict(counts, git_sha=git_sha())

@@ -57,19 +57,17 @@ from pathlib import Path
 import numpy as np
 
 from bench.engine.io import atomic_write_bytes
-from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 from bench.registry import method_class, task_class
 from bench.report import coverage, curves, paired, plots
 from bench.report.reported import load_reported
-from bench.engine.results import SCHEMA, code_version, config_hash, load_results
+from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS, SCHEMA, code_version, config_hash, load_results
+from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
 
 CI_LEVEL = 0.95
 FORMATS = ("md", "csv", "json", "tex", "png")
 _ALIASES = {"markdown": "md", "latex": "tex", "plot": "png", "plots": "png"}
 GENERATOR = "bench.leaderboard"  # the mark of a generated JSON file (kept from before the move)
 RESERVED = {"README", "reported"}  # names of files under out that are not a task's
-PUBLISHED = REPORTED_CSV.parent  # the published boards (leaderboards/), beside their results and reported.csv
-PUBLISHED_RESULTS = PUBLISHED / "results"
 SAMPLE_COLUMNS = 10  # sample indices 0..9 in the grid
 _PROTOCOL_FIELDS = ("n_samples", "reference", "n_reference", "reference_stats", "feature_extractor",
                     "nfe_convention", "eval_seeds")
@@ -147,10 +145,6 @@ def _load(results) -> tuple[list[dict], list[Path]]:
         warnings.warn(w.message, w.category, stacklevel=3)
     good = []
     for r in loaded:
-        problem = _malformed(r)
-        if problem:
-            warnings.warn(f"skipping {r['_path']}: {problem}", stacklevel=3)
-            continue
         schema = r.get("schema", 0)
         if not isinstance(schema, int) or schema < SCHEMA:
             warnings.warn(f"{r['_path']} is a result file of an older schema ({schema!r}, now {SCHEMA}): used, as "
@@ -158,27 +152,6 @@ def _load(results) -> tuple[list[dict], list[Path]]:
                           stacklevel=3)
         good.append(r)
     return good, dirs
-
-
-def _malformed(r: dict) -> str | None:
-    for k in ("nfe_budget", "seed"):
-        v = r.get(k)
-        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            return f"{k} {v!r} is not an integer"
-        try:
-            if int(v) != float(v):
-                return f"{k} {v!r} is not an integer"
-        except (TypeError, ValueError, OverflowError):
-            return f"{k} {v!r} is not an integer"
-    if not isinstance(r.get("task"), str) or not r["task"]:
-        return f"task {r.get('task')!r} is not a name"
-    if not isinstance(r.get("metrics"), dict):
-        return "metrics is not a mapping"
-    if r.get("status") == "ok":
-        bad = [k for k, v in r["metrics"].items() if math.isnan(_float(v)) and str(v).lower() != "nan"]
-        if bad:
-            return f"metric(s) {', '.join(map(str, bad))} not numbers"
-    return None
 
 
 def _rel(r: dict, roots: list[Path]) -> str:

@@ -287,11 +287,25 @@ def _check_file(path, what="checkpoint") -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"{what} {path} is a folder; pass the file itself")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {path} is not a regular file (a device, pipe or socket); pass the checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     if path.stat().st_size == 0:
         raise ValueError(f"{what} {path} is empty")
     return path
+
+
+def is_safetensors(path) -> bool:
+    """Whether ``path`` starts like a safetensors file: an 8-byte little-endian header length, then
+    a JSON object of that length."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = int.from_bytes(head[:8], "little")
+            return len(head) == 9 and head[8:9] == b"{" and 2 <= size <= Path(path).stat().st_size - 8
+    except OSError:
+        return False
 
 
 class CheckpointError(pickle.UnpicklingError, ValueError):
@@ -353,6 +367,12 @@ def convert_checkpoint(pkl_path, out_path, key: str = "ema", force: bool = False
     src, out = _check_file(pkl_path), Path(out_path).expanduser()
     if out.is_dir():
         raise IsADirectoryError(f"output {out} is a folder; name the .safetensors file to write")
+    if out.exists() and not out.is_file():
+        raise ValueError(f"output {out} is not a regular file (a device, pipe or socket): it is never replaced, "
+                         f"even with --force; name a .safetensors file to write")
+    if is_safetensors(src):
+        raise ValueError(f"{src} is already a .safetensors file (converted): every task reads it as it is "
+                         f"(--checkpoint {src}); nothing to convert")
     if out.exists() and out.resolve() == src.resolve():
         raise ValueError(f"output {out} is the input checkpoint; name another file")
     if out.exists() and not force:

@@ -1,0 +1,298 @@
+"""Hostile input (issue 29): every bad or poor case is one line and exit code 2 before any work,
+and nothing on disk is lost or replaced."""
+import errno
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+import bench
+from bench.cli import main
+from bench.engine import suite
+from bench.engine.results import PUBLISHED_RESULTS, load_results, read_result
+
+SMALL = ["--samples", "64", "--no-progress", "--seeds", "0"]
+
+
+def cli(capsys, *args):
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own usage errors
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def one_line_error(err: str, *words):
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def files_under(folder: Path) -> set:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+# -- 1. a label is a name, never a path ---------------------------------------------------------
+
+@pytest.mark.parametrize("label", ["../../evil", "../gmm8/euler", "/tmp/abs-label", "a/b", "..", ".hidden", "",
+                                   "x" * 101, "a\\b"])
+def test_a_label_that_is_a_path_is_refused(tmp_path, capsys, label):
+    out = tmp_path / "results"
+    rc, _, err = cli(capsys, "run", "--method", "edm", "--task", "gmm8", "--nfe", "5", "--label", label,
+                     "--out", out, *SMALL)
+    assert rc == 2
+    one_line_error(err, "is not a name")
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_a_manifest_label_that_is_a_path_is_refused(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text('[[run]]\nmethod = "edm"\ntask = "gmm8"\nnfe = 5\nseeds = 0\n'
+                                     'label = "../gmm8/euler"\n')
+    rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r")
+    assert rc == 2
+    one_line_error(err, "entry 1", "is not a name")
+    assert not (tmp_path / "r").exists()
+
+
+# -- 2. a result of another configuration is never replaced, the published folder never written --
+
+def test_a_rerun_with_other_samples_refuses_to_replace(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli(capsys, "run", "--method", "euler", "--task", "gmm8", "--nfe", "5", "--out", out, *SMALL)[0] == 0
+    path = out / "gmm8" / "euler" / "nfe5_seed0.json"
+    before = path.read_bytes()
+    rc, _, err = cli(capsys, "run", "--method", "euler", "--task", "gmm8", "--nfe", "5", "--out", out,
+                     "--samples", "32", "--no-progress", "--seeds", "0")
+    assert rc == 2
+    one_line_error(err, "another configuration", "n_samples 64 there, 32 here", "--rerun")
+    assert path.read_bytes() == before
+    # asked explicitly, it is replaced
+    assert cli(capsys, "run", "--method", "euler", "--task", "gmm8", "--nfe", "5", "--out", out, "--samples", "32",
+               "--no-progress", "--seeds", "0", "--rerun")[0] == 0
+    assert json.loads(path.read_text())["n_samples"] == 32
+
+
+def test_run_never_writes_into_the_published_folder(capsys):
+    before = {p: p.stat().st_mtime_ns for p in (PUBLISHED_RESULTS / "gmm8" / "edm").glob("*.json")}
+    for out in (PUBLISHED_RESULTS, PUBLISHED_RESULTS / "gmm8" / ".."):
+        rc, _, err = cli(capsys, "run", "--method", "edm", "--task", "gmm8", "--nfe", "5", "--out", out, *SMALL)
+        assert rc == 2
+        one_line_error(err, "published results folder", "suite")
+    assert {p: p.stat().st_mtime_ns for p in (PUBLISHED_RESULTS / "gmm8" / "edm").glob("*.json")} == before
+
+
+# -- 3. memory and job counts estimated before any work ----------------------------------------
+
+def test_too_many_samples_are_refused_before_any_work(tmp_path, capsys):
+    rc, _, err = cli(capsys, "run", "--method", "edm", "--task", "gmm8", "--nfe", "5", "--seeds", "0",
+                     "--samples", "1000000000", "--out", tmp_path / "r", "--no-progress")
+    assert rc == 2
+    one_line_error(err, "--samples 1,000,000,000 needs about", "of memory", "samples fit")
+    assert not any(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize("flag,value", [("--seeds", "0-9999999"), ("--nfe", "1-20000")])
+def test_huge_ranges_are_refused_at_once(tmp_path, capsys, flag, value):
+    rc, _, err = cli(capsys, "run", "--method", "edm", "--task", "gmm8", flag, value, "--out", tmp_path)
+    assert rc == 2
+    assert "at most 10,000" in err and len(err.strip().splitlines()) == 1
+
+
+def test_too_many_runs_in_one_command_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="split them over several commands"):
+        bench.run("edm", "gmm8", nfe=list(range(3, 103)), seeds=list(range(200)), out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_too_few_samples_are_refused_up_front(tmp_path, capsys, n):
+    rc, _, err = cli(capsys, "run", "--method", "edm", "--task", "gmm8", "--nfe", "5", "--seeds", "0",
+                     "--samples", n, "--out", tmp_path / "r")
+    assert rc == 2
+    one_line_error(err, "need at least 6 samples")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.json"))
+
+
+# -- 4. a full disk: one line, no traceback, no orphan files ------------------------------------
+
+def test_a_full_disk_is_one_line_and_leaves_no_orphan_samples(tmp_path, capsys, monkeypatch):
+    import bench.engine.io as bio
+    real_fsync = bio.os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".json.tmp") or ".json." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+    monkeypatch.setattr(bio.os, "fsync", fsync)
+    out = tmp_path / "r"
+    rc, _, err = cli(capsys, "run", "--method", "euler", "--task", "gmm8", "--nfe", "5", "--out", out,
+                     "--save-samples", *SMALL)
+    assert rc == 2
+    one_line_error(err, "no space left", "nfe5_seed0.json")
+    assert files_under(out) == set()  # neither the samples, nor a temporary file, nor a result
+
+
+# -- 5. tampered result files are named, never read half --------------------------------------
+
+@pytest.mark.parametrize("tamper", [dict(metrics={"mmd": "oops"}), dict(nfe_budget="5"), dict(seed=-1),
+                                    dict(metrics=[1, 2]), dict(status="great"), dict(nfe=None)])
+def test_a_tampered_result_is_named_and_redone(tmp_path, capsys, tamper):
+    out = tmp_path / "r"
+    args = ["run", "--method", "euler", "--task", "gmm8", "--nfe", "5", "--out", out, *SMALL]
+    assert cli(capsys, *args)[0] == 0
+    path = out / "gmm8" / "euler" / "nfe5_seed0.json"
+    r = json.loads(path.read_text())
+    r.update(tamper)
+    path.write_text(json.dumps(r))
+    with pytest.warns(UserWarning, match="nfe5_seed0.json"):
+        assert load_results(out) == []
+    rc, stdout, err = cli(capsys, *args)  # the summary never reads the tampered file
+    assert rc == 0 and "is not a usable result" in err and str(path) in err
+    assert read_result(path)[1] is None  # redone: a usable result again
+
+
+def test_a_nan_metric_in_a_successful_result_is_warned_naming_the_file(tmp_path):
+    out = tmp_path / "r"
+    bench.run("euler", "gmm8", nfe=5, seeds=[0], samples=64, out=out, progress=False)
+    path = out / "gmm8" / "euler" / "nfe5_seed0.json"
+    r = json.loads(path.read_text())
+    r["metrics"]["w2"] = "nan"
+    path.write_text(json.dumps(r))
+    with pytest.warns(UserWarning, match=r"nfe5_seed0.json: metric\(s\) w2 are NaN"):
+        (got,) = load_results(out)
+    assert "w2" not in got["metrics"] and "mmd" in got["metrics"]
+
+
+def test_the_leaderboard_skips_a_tampered_result_naming_it(tmp_path, capsys):
+    out = tmp_path / "r"
+    bench.run("euler", "gmm8", nfe=5, seeds=[0, 1], samples=64, out=out, progress=False)
+    path = out / "gmm8" / "euler" / "nfe5_seed1.json"
+    r = json.loads(path.read_text())
+    r["metrics"]["mmd"] = {"evil": 1}
+    path.write_text(json.dumps(r))
+    rc, _, err = cli(capsys, "leaderboard", "--results", out, "--format", "md")
+    assert rc == 0 and "skipping" in err and "nfe5_seed1.json" in err
+
+
+# -- suite manifests: checked whole before the first job ----------------------------------------
+
+GOOD = '[[run]]\nmethod = "euler"\ntask = "gmm8"\nnfe = 5\nseeds = 0\nsamples = 64\n'
+
+
+@pytest.mark.parametrize("entry,words", [
+    ('method = "eulr"\ntask = "gmm8"\nnfe = 5', ["entry 2", "unknown method 'eulr'", "did you mean euler"]),
+    ('method = "euler"\ntask = "gmm9"\nnfe = 5', ["entry 2", "unknown task 'gmm9'"]),
+    ('method = "irl"\ntask = "gmm8"\nnfe = 10\nsettings = { itres = 3 }', ["entry 2", "no setting itres"]),
+    ('method = "irl"\ntask = "gmm8"\nnfe = 10\nsettings = { iters = "many" }', ["entry 2", "iters", "an integer"]),
+    ('method = "euler"\ntask = "gmm8"\nnfe = [10.7]', ["entry 2", "integers only"]),
+    ('method = "euler"\ntask = "gmm8"\nnfe = 10\nsamples = "500"', ["entry 2", "samples '500' is not an integer"]),
+    ('method = "euler"\ntask = "gmm8"\nnfe = 10\nsamples = 2', ["entry 2", "need at least 6"]),
+    ('method = "euler"\ntask = "gmm8"\nnfe = true', ["entry 2", "not an integer"]),
+    ('method = "edm"\ntask = "gmm8"\nnfe = 1', ["entry 2", "too small"]),
+    ('method = "euler"\ntask = "gmm8"\nnfe = 5\ndenoiser = "exakt"', ["entry 2", "no denoiser 'exakt'"]),
+    ('method = "euler"\ntask = "gmm8"\nnfe = 5\nlable = "x"', ["entry 2", "unknown key(s) lable"]),
+    ('method = 3\ntask = "gmm8"\nnfe = 5', ["entry 2", "method 3 is not a string"]),
+])
+@pytest.mark.parametrize("dry", [False, True])
+def test_a_bad_manifest_entry_stops_the_suite_before_any_job(tmp_path, capsys, entry, words, dry):
+    (tmp_path / "s.toml").write_text(GOOD + "[[run]]\n" + entry + "\n")
+    rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r", *(["--dry-run"] if dry else []))
+    assert rc == 2
+    one_line_error(err, *words)
+    assert not (tmp_path / "r").exists()  # entry 1 is fine, and did not run either
+
+
+def test_a_suite_with_no_jobs_exits_0_and_says_so(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(GOOD)
+    (job,) = suite.load(tmp_path / "s.toml")
+    empty = next(k for k in (1, 2) if not suite.shard([job], k, 2))
+    rc, out, _ = cli(capsys, "suite", tmp_path / "s.toml", "--shard", f"{empty}/2", "--out", tmp_path / "r")
+    assert rc == 0 and "no jobs (nothing to do)" in out
+    rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--only", "gmm9", "--out", tmp_path / "r")
+    assert rc == 2 and "did you mean gmm8" in err
+
+
+def test_dry_run_says_which_jobs_would_run(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(GOOD.replace("seeds = 0", 'seeds = "0-1"'))
+    rc, out, _ = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r", "--dry-run")
+    assert rc == 0 and out.count("\nrun ") + out.startswith("run ") == 2 and "2 to run, 0 to rerun" in out
+    bench.run("euler", "gmm8", nfe=5, seeds=[0], samples=64, out=tmp_path / "r", progress=False)
+    rc, out, _ = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r", "--dry-run")
+    assert "1 to run, 0 to rerun (older code or failed), 1 kept" in out
+    assert not (tmp_path / "r" / "gmm8" / "euler" / "nfe5_seed1.json").exists()
+
+
+def test_ctrl_c_counts_the_whole_suite(tmp_path, capsys, monkeypatch):
+    (tmp_path / "s.toml").write_text(GOOD.replace("seeds = 0", 'seeds = "0-2"'))
+    real, calls = suite._run_one, []
+
+    def one(job, *a, **k):
+        calls.append(job)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job, *a, **k)
+    monkeypatch.setattr(suite, "_run_one", one)
+    rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r", "--no-leaderboard")
+    assert rc == 130
+    assert "interrupted: 1 of 3 jobs run this time (0 failed), 0 kept" in err
+
+
+# -- convert, the cache ------------------------------------------------------------------------
+
+def test_convert_never_replaces_a_device_node_and_says_the_truth(tmp_path, capsys):
+    weights = Path(bench.__file__).resolve().parent / "tasks" / "weights" / "gmm8.safetensors"
+    if not weights.exists():
+        weights = Path(__file__).resolve().parent.parent / "tasks" / "weights" / "gmm8.safetensors"
+    rc, _, err = cli(capsys, "convert", "/dev/null", tmp_path / "x.safetensors")
+    assert rc == 2
+    one_line_error(err, "/dev/null is not a regular file")
+    rc, _, err = cli(capsys, "convert", tmp_path / "missing.pkl", "/dev/null", "--force")
+    assert rc == 2 and "does not exist" in err
+    (tmp_path / "ok.pkl").write_bytes(b"\x80\x04K\x01.")
+    rc, _, err = cli(capsys, "convert", tmp_path / "ok.pkl", "/dev/null", "--force")
+    assert rc == 2
+    one_line_error(err, "/dev/null is not a regular file", "never replaced")
+    assert Path("/dev/null").is_char_device()
+    rc, _, err = cli(capsys, "convert", weights, tmp_path / "y.safetensors")
+    assert rc == 2
+    one_line_error(err, "already a .safetensors file")
+    assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_an_unwritable_cache_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("BENCH_CACHE", str(blocker / "cache"))
+    rc, _, err = cli(capsys, "run", "--method", "edm-grid", "--task", "gmm8", "--nfe", "10", "--out",
+                     tmp_path / "r", *SMALL)
+    assert rc == 2
+    one_line_error(err, "the fit cache", "not writable", "BENCH_CACHE")
+    assert not any((tmp_path / "r").rglob("*.json"))
+
+
+# -- help ----------------------------------------------------------------------------------------
+
+def test_help_lists_every_command_and_no_empty_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for cmd in ("run", "list", "suite", "leaderboard", "compare", "train-denoiser", "convert"):
+        assert cmd in text
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "(default: )" not in capsys.readouterr().out
+
+
+def test_a_local_pool_gives_the_same_results_as_one_process(tmp_path, capsys, one_thread):
+    """--jobs 2: each job in its own single-threaded process, longest first; the same numbers."""
+    (tmp_path / "s.toml").write_text(GOOD.replace("seeds = 0", 'seeds = "0-1"').replace("nfe = 5", "nfe = [5, 6]"))
+    for workers, out in ((1, "one"), (2, "two")):
+        assert cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / out, "--jobs", workers,
+                   "--no-leaderboard")[0] == 0
+    one, two = (sorted(load_results(tmp_path / d), key=lambda r: r["_path"][-20:]) for d in ("one", "two"))
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):
+        assert (a["nfe_budget"], a["seed"], a["metrics"]) == (b["nfe_budget"], b["seed"], b["metrics"])
