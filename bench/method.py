@@ -73,6 +73,41 @@ def _typed(method: str, key: str, default, value, choices=None, types=None):
                      f"got {json.dumps(value)}; e.g. --set {key}={json.dumps(default)}")
 
 
+class EarlyStop:
+    """When an iterative fit may stop, and which of its evaluations it keeps.
+
+    Every evaluation (a tuning score with its standard error, ``FitContext.score``) is offered
+    with the state that made it; the best score is kept (the untrained start's, evaluated first,
+    included). The fit stops after ``patience`` evaluations without an improvement larger than
+    ``tol`` standard errors over the last such improvement, but never before ``min_iters`` rounds
+    nor while the sampler has not moved from its untrained start (``moved`` false): a fit cannot
+    end before it has had the chance to learn, and noise never counts as progress."""
+
+    def __init__(self, higher_is_better: bool, patience: int, min_iters: int, tol: float):
+        self.sign = -1.0 if higher_is_better else 1.0
+        self.patience, self.min_iters, self.tol = patience, min_iters, tol
+        self.best = self.anchor = math.inf
+        self.best_state, self.best_iter = None, None
+        self.stale, self.moved = 0, False
+
+    def offer(self, it: int, score: float, se: float, state, moved: bool) -> bool:
+        """Record an evaluation after round ``it`` (-1: the start); True when it is the new best."""
+        signed = self.sign * score
+        self.moved = self.moved or moved
+        margin = self.tol * se if math.isfinite(se) else 0.0
+        if signed < self.anchor - margin or self.anchor == math.inf:
+            self.anchor, self.stale = signed, 0
+        else:
+            self.stale += 1
+        if signed < self.best:
+            self.best, self.best_state, self.best_iter = signed, state, it
+            return True
+        return False
+
+    def stop(self, it: int) -> bool:
+        return bool(self.patience) and it + 1 >= self.min_iters and self.moved and self.stale >= self.patience
+
+
 FAMILIES = ("classic", "tuned", "learned schedule", "learned dynamics", "fine-tuned weights", "whole learned sampler", "floor", "other")
 
 
@@ -131,6 +166,12 @@ class Method:
         when the budget cannot hold the method."""
         return {}
 
+    def untrained(self) -> tuple[str, dict] | None:
+        """The sampler this method's fit starts from, as (method name, settings), for a fitted
+        method: the harness samples it beside every result and flags a result whose samples equal
+        it (a fit that never moved its sampler). None: nothing to compare (no fit)."""
+        return None
+
     def privileged(self) -> str | None:
         """What the method uses that no real task offers (a true density), or None. Results
         carry it, and every leaderboard row built from them is marked privileged."""
@@ -147,6 +188,9 @@ class SolverSpec:
     steps: callable     # NFE budget -> the most steps that fit
     min_steps: int
 
+
+# the classic method that runs each solver on EDM's rho schedule (the untrained start of a learned schedule)
+CLASSIC = {"euler": "euler", "heun": "edm", "dpmpp-2m": "dpmpp-2m", "ipndm": "ipndm"}
 
 SOLVER_SPECS = {
     "euler": SolverSpec(sampling.euler, lambda n: n, lambda b: b, 1),

@@ -47,7 +47,8 @@ def _randn(noise, x):
 
 def _churn(x, sigma, num_steps, s_churn, s_tmin, s_tmax, s_noise, noise):
     """EDM Algorithm 2, lines 4-6: raise the noise level of x from sigma to sigma_hat."""
-    gamma = min(s_churn / num_steps, math.sqrt(2) - 1) if s_tmin <= float(sigma) <= s_tmax else 0.0
+    level = float(sigma.detach()) if torch.is_tensor(sigma) else float(sigma)  # sigma may carry a gradient (ld3)
+    gamma = min(s_churn / num_steps, math.sqrt(2) - 1) if s_tmin <= level <= s_tmax else 0.0
     if gamma <= 0:
         return x, sigma
     sigma_hat = sigma * (1 + gamma)

@@ -45,6 +45,7 @@ class Task:
     metric_notes: dict = {}
     tuning_size: int | None = None  # None: unlimited (a sampler of the true distribution)
     min_samples: int = 2  # the fewest samples per run for which every metric is defined
+    tuning_reference: int = 10_000  # tuning samples a fit's selection score compares against (at most tuning_size)
     options: tuple = ()  # names of the options the task accepts (--checkpoint, --ref-stats, --data)
 
     def __init__(self, **options):
@@ -108,11 +109,17 @@ class Task:
         """name -> value of each metric (only ``names`` when given)."""
         raise Unsupported(f"task {self.name} defines no metrics")
 
+    def scorer(self, ref_x, ref_labels):
+        """``score(x, labels) -> float``: the primary metric of samples against the fixed set ``ref_x``
+        (a method's selection score on the tuning split), with whatever depends on the set alone
+        computed once. By default ``metrics`` with ``ref_x`` as the reference. A task whose primary
+        metric uses knowledge no sampler may (a true density) scores two-sample here."""
+        return lambda x, labels: self.metrics(x, labels, ref_x, ref_labels,
+                                              names=[self.primary_metric])[self.primary_metric]
+
     def score_against(self, x, labels, ref_x, ref_labels) -> float:
-        """The primary metric of samples against a sample set (a method's selection score on
-        the tuning split): by default ``metrics`` with ``ref_x`` as the reference. A task whose
-        primary metric uses knowledge no sampler may (a true density) scores two-sample here."""
-        return self.metrics(x, labels, ref_x, ref_labels, names=[self.primary_metric])[self.primary_metric]
+        """One score of ``scorer``: the primary metric of ``x`` against ``ref_x``."""
+        return float(self.scorer(ref_x, ref_labels)(x, labels))
 
     def protocol(self, n_samples: int, n_reference: int) -> dict:
         return dict(reference="sample_reference", n_samples=n_samples, n_reference=n_reference)

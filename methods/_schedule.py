@@ -7,7 +7,7 @@ for the fixed-schedule solvers: the schedule is an artifact, the solver a settin
 """
 import torch
 
-from bench.method import SOLVER_SPECS, Artifact, Method, steps_for
+from bench.method import CLASSIC, SOLVER_SPECS, Artifact, Method, steps_for
 
 
 def check_schedule(sigmas: torch.Tensor, steps: int, sigma_max: float) -> torch.Tensor:
@@ -29,6 +29,10 @@ class ScheduleMethod(Method):
     has_fit = True
     defaults = dict(solver="ipndm")
     choices = dict(solver=tuple(SOLVER_SPECS))
+
+    def untrained(self):
+        """EDM's rho schedule under the same solver: what a schedule learner starts from."""
+        return CLASSIC[self.config["solver"]], dict(rho=self.config.get("rho", 7.0))
 
     def steps(self, nfe_budget: int) -> int:
         return steps_for(self.config["solver"], nfe_budget)

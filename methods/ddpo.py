@@ -251,6 +251,10 @@ class DDPO(Method):
         return net
 
     # -- fit ------------------------------------------------------------------------------
+    def untrained(self):
+        """The same settings without a training iteration."""
+        return self.name, dict(self.config, iters=0)
+
     def fit(self, ctx):
         c = self.config
         torch.manual_seed(ctx.torch_seed(c["seed"]))

@@ -47,6 +47,10 @@ class DiscriminatorGuidance(Method):
         # guidance weights and window act only at sampling time: one discriminator serves them all
         return {k: v for k, v in self.config.items() if k not in ("weight", "weight_2nd", "time_min", "time_max")}
 
+    def untrained(self):
+        """EDM's deterministic Heun at the budget: the sampler the search (or guidance) starts from."""
+        return "edm", dict(rho=self.config["rho"])
+
     def fit(self, ctx):
         c = self.config
         n = c["train_samples"]

@@ -162,6 +162,10 @@ class DxMI(Method):
         sampler = Sampler(net, self._schedule(denoiser, nfe_budget), denoiser.sigma_min)
         return sampler.to(device) if device is not None else sampler
 
+    def untrained(self):
+        """The same settings without a training iteration."""
+        return self.name, dict(self.config, iters=0)
+
     def fit(self, ctx):
         c = self.config
         torch.manual_seed(ctx.torch_seed(c["seed"]))

@@ -67,7 +67,7 @@ from torch import nn
 
 from bench import sampling
 from bench.denoiser import Guided
-from bench.method import Artifact, BudgetError, Method
+from bench.method import Artifact, BudgetError, EarlyStop, Method
 from bench.nets import discriminator as disc_lib
 from bench.registry import register_method
 from ._common import ppo_loss
@@ -178,13 +178,14 @@ class IRLSampler(Method):
     family = "learned dynamics"
     needs = ("tuning",)
     has_fit = True
-    fit_version = 2
+    fit_version = 3
     defaults = dict(
         solver="euler", rho=7.0, grid=4, advance=[0, 2, 3, 4, 5, 6, 8], churn=[0.0, 0.05, 0.1, 0.2, 0.4],
         guidance=[1.0, 1.5, 2.0, 3.0], use_guidance="auto", init_bias=3.0, divergence="rkl", time_only=False,
         temperature=1.0, width=64, iters=200, batch=256, lr=3e-3, value_lr=3e-3, entropy=0.003, ppo_clip=0.2,
         ppo_epochs=2, disc_steps=50, disc_batch=512, disc_lr=1e-3, disc_width=64, tune_samples=5000,
-        eval_every=10, eval_samples=2000, patience=3, greedy=True, fit_nfe=0, seed=0, s_noise=1.0)
+        eval_every=10, eval_samples=5000, patience=5, min_iters=100, tol=1.0, greedy=True, fit_nfe=0, seed=0,
+        s_noise=1.0)
     choices = dict(solver=("heun", "euler", "dpmpp-2m", "ipndm"), divergence=tuple(REWARDS),
                    use_guidance=("auto", True, False), greedy=(True, False), time_only=(True, False))
 
@@ -410,6 +411,10 @@ class IRLSampler(Method):
         x_out[rows], den_full[rows] = x_next, den
         return x_out, den_full, cost, old_den, old_sigma
 
+    def untrained(self):
+        """The initial policy (EDM's step, no churn, scale 1): the same settings, no training round."""
+        return self.name, dict(self.config, iters=0)
+
     def sample(self, denoiser, x, *, nfe_budget, class_labels=None, noise=None):
         return self.rollout(denoiser, x, nfe_budget=nfe_budget, class_labels=class_labels, noise=noise)
 
@@ -466,7 +471,7 @@ class IRLSampler(Method):
         self.validate(den, ctx.nfe_budget)
         real, _ = ctx.tuning(c["tune_samples"])
         real = real.float()
-        tune_x, tune_labels = ctx.tuning(c["eval_samples"])
+        score_of = ctx.scorer()
         self.policy = self._new_policy(ctx.nfe_budget)
         value = Value(N_FEATURES, c["width"])
         disc = disc_lib.for_shape(den.shape, den.sigma_data, width=c["disc_width"])
@@ -475,7 +480,8 @@ class IRLSampler(Method):
         opt_d = torch.optim.Adam(disc.parameters(), lr=c["disc_lr"])
         reward_fn = REWARDS[c["divergence"]]
         history, evals = [], []
-        best = (math.inf, copy.deepcopy(self.policy.state_dict()), 0)
+        stopper = EarlyStop(ctx.task.higher_is_better.get(ctx.task.primary_metric, False), c["patience"],
+                            c["min_iters"], c["tol"])
 
         def batch():
             b = c["batch"]
@@ -491,18 +497,24 @@ class IRLSampler(Method):
                 torch.stack(traj["active"])
             return [self._disc_step(disc, opt_d, states, sigmas, valid, real, g) for _ in range(c["disc_steps"])]
 
-        def evaluate():
+        def evaluate(it):
+            """Score the greedy policy (the same noise every time) and offer it to the stopper."""
             self.policy.eval()
             with torch.no_grad():
                 x, labels = ctx.generate(lambda d, xx, **kw: self.rollout(d, xx, greedy=True, **kw),
                                          c["eval_samples"], seed_offset=1)
             self.policy.train()
-            score = float(ctx.task.score_against(x, labels, tune_x, tune_labels))
+            score, se = ctx.score(x, labels)
             ctx.record_score(score)
-            return score
+            moved = start is not None and not torch.equal(x, start)
+            stopper.offer(it, score, se, copy.deepcopy(self.policy.state_dict()), moved)
+            evals.append(dict(iter=it, score=score, se=se, moved=moved, fit_nfe=den.rows))
+            return x, score
 
+        start = None
+        if c["eval_every"]:
+            start, _ = evaluate(-1)  # the untrained start: the first candidate, and the samples "moved" is against
         train_disc(batch())  # warm-up: the first round's rewards come from a discriminator of earlier states
-        since_best = 0
         for it in ctx.progress_iter(range(c["iters"]), f"irl nfe={ctx.nfe_budget}"):
             if c["fit_nfe"] and den.rows >= c["fit_nfe"]:
                 break
@@ -538,23 +550,16 @@ class IRLSampler(Method):
                        entropy=float((ent.detach() * valid).sum() / valid.sum()), fit_nfe=den.rows,
                        steps=float(valid.sum(0).mean()))
             if c["eval_every"] and (it + 1) % c["eval_every"] == 0:
-                score = evaluate()
-                row["tuning_score"] = score
-                evals.append(dict(iter=it, score=score, fit_nfe=den.rows))
-                signed = -score if ctx.task.higher_is_better.get(ctx.task.primary_metric, False) else score
-                if signed < best[0]:
-                    best, since_best = (signed, copy.deepcopy(self.policy.state_dict()), it), 0
-                else:
-                    since_best += 1
+                row["tuning_score"] = evaluate(it)[1]
             history.append(row)
-            if c["patience"] and since_best >= c["patience"]:
+            if stopper.stop(it):
                 break
         if evals:
-            self.policy.load_state_dict(best[1])
+            self.policy.load_state_dict(stopper.best_state)
         probe = batch()
         probs = self.action_probs(probe)
         return Artifact(meta=dict(policy=self.policy.config, disc=disc.config, history=history, evaluations=evals,
-                                  best_iter=best[2] if evals else None, action_probs=probs,
+                                  best_iter=stopper.best_iter if evals else None, action_probs=probs,
                                   grid=[float(s) for s in self.grid(den, ctx.nfe_budget)]),
                         tensors={**{f"policy.{k}": v for k, v in self.policy.state_dict().items()},
                                  **{f"disc.{k}": v for k, v in disc.state_dict().items()}})

@@ -145,6 +145,10 @@ class QLearning(Method):
                 rec["mu"].append(mu)
         return (x, rec) if record else x
 
+    def untrained(self):
+        """The same settings without a training iteration."""
+        return self.name, dict(self.config, iters=0)
+
     def fit(self, ctx):
         c = self.config
         task, den = ctx.task, ctx.denoiser

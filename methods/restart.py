@@ -55,7 +55,8 @@ class Restart(Method):
     family = "tuned"
     defaults = dict(rho=7.0, steps=0, intervals=[], k_choices=[], s_min=0.01, s_max=1.0, s_noise=1.0,
                     search_tmin=[0.05, 0.2, 0.5, 1.0], search_ratio=[2.0, 4.0], search_nrestart=[2, 3],
-                    search_k=[1, 2], tune_samples=5000)
+                    search_k=[0, 1, 2], tune_samples=5000)
+    fit_version = 2
     presets = {
         "cifar10": dict(steps=18, intervals=[[3, 0, 0.06, 0.30]], k_choices=[2, 5, 10, 20]),
         "cifar10-cond": dict(steps=18, intervals=[[3, 0, 0.06, 0.30]], k_choices=[2, 5, 10, 20]),
@@ -111,12 +112,19 @@ class Restart(Method):
                                                       c["search_k"]):
             extra = 2 * k * (n_r - 1)
             steps = (nfe_budget - extra + 1) // 2
-            if steps >= 2:
-                out.append(dict(steps=steps, intervals=[[n_r, k, t_min, t_min * ratio]]))
+            cand = dict(steps=steps, intervals=[[n_r, k, t_min, t_min * ratio]] if k else [])  # K = 0: plain Heun
+            if steps >= 2 and cand not in out:
+                out.append(cand)
         if not out:
             raise BudgetError(f"NFE budget {nfe_budget} is too small for restart: it needs at least "
                               f"{3 + 2 * min(c['search_k']) * (min(c['search_nrestart']) - 1)}")
+        if any(k < 0 or int(k) != k for k in c["search_k"]):
+            raise ValueError(f"restart search_k lists restart counts K >= 0 (0: plain Heun), got {c['search_k']}")
         return out
+
+    def untrained(self):
+        """EDM's deterministic Heun at the budget: the sampler the search (or guidance) starts from."""
+        return "edm", dict(rho=self.config["rho"])
 
     def fit(self, ctx):
         candidates = self.candidates(ctx.nfe_budget)

@@ -35,7 +35,7 @@ def test_two_runs_with_different_settings_never_share_a_file_or_a_row(tmp_path):
 
 
 def test_every_seed_is_an_independent_fit(tmp_path):
-    cfg = dict(grid_churn=[0.0, 10.0], grid_tmin=[0.05], grid_tmax=[50.0], grid_noise=[1.0], tune_samples=200)
+    cfg = dict(grid_gamma=[0.0, 0.2], grid_tmin=[0.05], grid_tmax=[50.0], grid_noise=[1.0], tune_samples=200)
     rs = bench.run("edm-grid", "gmm8", nfe=7, seeds=[0, 1], out=tmp_path, cache=tmp_path / "c", config=cfg,
                    **SMALL)
     paths = {r["fit_cost"]["artifact_path"] for r in rs}
@@ -244,7 +244,7 @@ def test_cost_ratio_at_equal_quality_of_hand_made_curves():
 
 
 def test_searches_record_their_cost_to_quality_curve(tmp_path):
-    cfg = dict(grid_churn=[0.0, 10.0], grid_tmin=[0.05], grid_tmax=[50.0], grid_noise=[1.0], tune_samples=200)
+    cfg = dict(grid_gamma=[0.0, 0.2], grid_tmin=[0.05], grid_tmax=[50.0], grid_noise=[1.0], tune_samples=200)
     r = bench.run("edm-grid", "gmm8", nfe=7, seeds=[0], out=tmp_path, cache=tmp_path / "c", config=cfg, **SMALL)[0]
     curve = r["fit_curve"]
     assert len(curve) == 2 and [p["fit_nfe"] for p in curve] == [200 * 7, 400 * 7]

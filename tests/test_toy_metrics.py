@@ -57,3 +57,62 @@ def test_kl_is_near_zero_for_true_samples_and_grows_under_perturbation():
     want = 2 * (0.8**2 / 2 - 0.5 - math.log(0.8))
     got = M.kl(narrow.sample(10_000, rng), log_prob)
     assert got == pytest.approx(want, abs=0.03) and got > max(true) + 0.04
+
+
+# -- the fast kernel sums (float32 tiles) against float64 by the definition --------------------------
+
+def _kernel64(a, b):
+    d2 = ((a[:, None, :] - b[None]) ** 2).sum(-1)
+    return sum(np.exp(-d2 / (2 * h * h)) for h in M.BANDWIDTHS)
+
+
+def _float32_bound(n_row_terms, total):
+    """Each kernel value is off by at most 3 |z| eps32 (its float32 exponent z, |z| <= 80 after the
+    clamp) plus the float32 sum of a row of ``n_row_terms`` (Higham's n eps bound): relative to the
+    total of the (positive) terms."""
+    from tolerance import EPS32
+    return (n_row_terms + 3 * 80) * EPS32 * total
+
+
+@pytest.mark.parametrize("n,m", [(7, 5), (300, 257), (600, 1000)])
+def test_kernel_sums_match_the_definition_in_float64(n, m):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 2)) * 2
+    y = np.concatenate([rng.standard_normal((m - 1, 2)) * 2, [[40.0, -40.0]]])  # one far point: the exp floor
+    k = _kernel64(x, x)
+    want_pairs = np.triu(k, 1).sum()
+    assert abs(M.pair_sums(x) - want_pairs) <= _float32_bound(n, want_pairs)
+    want_rows = _kernel64(x, y).sum(1)
+    got_rows = M.cross_row_sums(x, y)
+    assert np.all(np.abs(got_rows - want_rows) <= _float32_bound(m, want_rows))
+
+
+def test_mmd_against_a_fixed_set_is_the_unbiased_two_sample_statistic():
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((400, 2)), rng.standard_normal((500, 2)) + 0.3
+    kxx, kyy, kxy = _kernel64(x, x), _kernel64(y, y), _kernel64(x, y)
+    want = ((kxx.sum() - np.trace(kxx)) / (400 * 399) + (kyy.sum() - np.trace(kyy)) / (500 * 499) - 2 * kxy.mean())
+    scorer = M.MMDAgainst(y)
+    assert scorer(x) == pytest.approx(want, abs=_float32_bound(500, 8.0))
+    assert M.mmd(x, y) == scorer(x)
+    full, folds = scorer.folds(x, 4)
+    assert full == scorer(x) and len(folds) == 4
+    for f in range(4):  # each fold is the statistic of the fold alone
+        assert folds[f] == pytest.approx(scorer(x[f::4]), abs=_float32_bound(500, 8.0))
+
+
+def test_exact_mmd_matches_its_definition():
+    rng = np.random.default_rng(4)
+    x = GMM.sample(500, rng) + 0.1
+    k = _kernel64(x, x)
+    pair = (k.sum() - np.trace(k)) / (500 * 499)
+    cross = sum(GMM.kernel_mean(x, h).mean() for h in M.BANDWIDTHS)
+    want = pair - 2 * cross + sum(GMM.kernel_self(h) for h in M.BANDWIDTHS)
+    assert M.mmd_exact(x, GMM) == pytest.approx(want, abs=_float32_bound(500, 4.0))
+
+
+def test_precision_recall_decides_ball_membership_exactly():
+    centres = np.array([[0.0, 0.0], [3.0, 4.0]])
+    x = np.array([[0.6, 0.8], [0.6, 0.8000001], [3.0, 5.0], [3.0, 9.0]])
+    inside = M._inside_balls(x, centres, np.array([1.0, 1.0]))
+    assert inside.tolist() == [True, False, True, False]  # |(0.6, 0.8)| = 1 exactly: inside

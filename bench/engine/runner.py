@@ -103,6 +103,7 @@ class FitContext:
     progress: bool
     eval_seed: int = 0
     curve: list = field(default_factory=list)  # (fit NFE so far, tuning score) as the fit goes
+    _scorers: dict = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -117,6 +118,30 @@ class FitContext:
     def tuning(self, n):
         """``n`` samples of the task's tuning split, drawn for this fit's seed."""
         return self.task.sample_tuning(n, self.eval_seed)
+
+    def scorer(self, n=None):
+        """``score(x, labels)``: the task's primary metric against ``n`` tuning samples of this fit
+        (default: the task's ``tuning_reference`` size), the same set at every call; what depends
+        on the set alone is computed once (``Task.scorer``)."""
+        n = n or self.task.tuning_reference
+        if n not in self._scorers:
+            self._scorers[n] = self.task.scorer(*self.tuning(n))
+        return self._scorers[n]
+
+    def score(self, x, labels, folds: int = 5) -> tuple[float, float]:
+        """The tuning score of samples ``x`` (``scorer``) and its standard error, estimated from
+        ``folds`` disjoint folds of the samples scored alone: SE = sd(fold scores) / sqrt(folds),
+        exact for a mean over samples and conservative (too large) for a U-statistic near 0. A
+        fit stops on no improvement larger than this, never on noise."""
+        score_of = self.scorer()
+        if len(x) < folds * max(2, self.task.min_samples):
+            return float(score_of(x, labels)), math.nan
+        if hasattr(score_of, "folds"):  # the full score and the folds' from one pass
+            full, parts = score_of.folds(x, labels, folds)
+        else:
+            full = score_of(x, labels)
+            parts = [score_of(x[k::folds], None if labels is None else labels[k::folds]) for k in range(folds)]
+        return float(full), float(np.std(parts, ddof=1) / math.sqrt(folds))
 
     def record_score(self, score: float):
         """Note a tuning-split score of the task's primary metric reached so far: the fit's
@@ -142,16 +167,20 @@ class FitContext:
 
     def search(self, method, candidates, n: int, desc: str):
         """Score each candidate configuration (a dict the method samples with, set as
-        ``method.chosen``) by the task's primary metric against ``n`` tuning samples
-        (``Task.score_against``: the tuning split, never the reference split nor a true
-        density), from fit seeds. Returns (best candidate, table of every candidate's score)."""
+        ``method.chosen``) by the task's primary metric: ``n`` samples from fit seeds (the same
+        noise for every candidate) against the tuning set (``scorer``: the tuning split, never
+        the reference split nor a true density). A candidate equal to an earlier one is not
+        sampled again. Returns (best candidate, table of every candidate's score)."""
         task, metric = self.task, self.task.primary_metric
-        ref_x, ref_labels = self.tuning(n)
-        table = []
-        for cand in self.progress_iter(candidates, desc):
+        score_of = self.scorer()
+        table, distinct = [], []
+        for cand in candidates:
+            if cand not in distinct:
+                distinct.append(cand)
+        for cand in self.progress_iter(distinct, desc):
             method.chosen = cand
             x, labels = self.generate(method.sample, n)
-            score = task.score_against(x, labels, ref_x, ref_labels)
+            score = float(score_of(x, labels))
             table.append(dict(cand, score=score if math.isfinite(score) else None))
             if math.isfinite(score):
                 self.record_score(score)
@@ -186,8 +215,10 @@ def fingerprint(module: torch.nn.Module) -> str:
 
 def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_size, progress, store, rank,
          world):
+    # the code version too: a fit made by other code is never reused (the result would claim this code)
     key = dict(method=method.name, fit_version=method.fit_version, config=method.fit_key(), task=task.id,
-               denoiser=denoiser_name, weights=fingerprint(denoiser), nfe_budget=nfe_budget, seed=seed)
+               denoiser=denoiser_name, weights=fingerprint(denoiser), nfe_budget=nfe_budget, seed=seed,
+               code=code_version(type(task).__module__, type(method).__module__))
     cached = store.load(key)
     if cached is None and rank == 0:
         denoiser.reset()
@@ -453,6 +484,8 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
                                         if k != "budget"})
         if curve:
             r["fit_curve"] = curve
+        if rank == 0 and m.has_fit and r["status"] == "ok" and drawn is not None:
+            r["untrained"] = _untrained_check(m, t, counted, denoiser_name, b, s, drawn[0], device, batch_size, store)
         if rank == 0:
             path = result_path(out, t.name, label, b, s)
             staged = None
@@ -479,6 +512,35 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
                 say(f"[{k + 1}/{len(jobs)}] {m.name} on {t.name} nfe={b} seed={s}: {score} "
                     f"({duration(time.perf_counter() - t_job)})")
         results[(b, s)] = r
+
+
+UNTRAINED_PROBE = 1000  # samples of each result compared with the method's untrained start
+
+
+def _untrained_check(m, t, counted, denoiser_name, b, s, x, device, batch_size, store) -> dict | None:
+    """Sample the method's untrained start (``Method.untrained``, fitted when it fits, e.g. with no
+    training round) on the result's first ``UNTRAINED_PROBE`` noise streams and compare: a fitted
+    sampler whose samples equal its start's to float32 rounding never moved, and its rows say so.
+    Its cost is recorded here, never in the result's fit cost."""
+    spec = m.untrained()
+    if spec is None:
+        return None
+    name, settings = spec
+    t0 = time.perf_counter()
+    start = get_method(name, t, **settings)
+    counted.reset()
+    if start.has_fit:
+        _fit(start, t, counted, denoiser_name, b, s, device, batch_size, False, store, 0, 1)
+    k = min(len(x), UNTRAINED_PROBE)
+    with torch.no_grad():
+        probe, _ = generate(start.sample, t, counted, k, s, nfe_budget=b, device=device, batch_size=batch_size,
+                            indices=torch.arange(k))
+    diff = float((probe - x[:k]).abs().max())
+    scale = float(x[:k].abs().max())
+    # equal up to float32 rounding (the samples are kept in float32): a few ulps of the largest value
+    identical = diff <= 4 * torch.finfo(torch.float32).eps * max(scale, 1e-30)
+    return dict(method=name, settings=start.changed, probe=k, max_abs_diff=diff, identical=bool(identical),
+                nfe=int(counted.rows), seconds=time.perf_counter() - t0)
 
 
 def _record(m, t, denoiser_name, b, s, n, device, world):

@@ -54,21 +54,97 @@ def _quantiles(a, levels):
     return a[lo] * (1 - frac) + a[hi] * frac
 
 
-def mmd(x, y, bandwidths=BANDWIDTHS, max_points=2000, seed=0) -> float:
-    """Unbiased squared MMD with a sum of RBF kernels exp(-|a-b|^2 / (2 h^2))."""
-    rng = np.random.default_rng(seed)
-    x = torch.as_tensor(_sub(np.asarray(x, np.float64), max_points, rng))
-    y = torch.as_tensor(_sub(np.asarray(y, np.float64), max_points, rng))
+# -- kernel sums: the MMD's cost ----------------------------------------------------------------
+# Squared distances come from coordinate differences (not |a|^2 + |b|^2 - 2ab, which cancels for
+# close pairs) and kernels are evaluated in float32 tiles, summed in float64: a kernel value is off
+# by a few float32 ulps (~1e-7 relative), so a normalised sum by ~1e-7 absolute, far below the
+# metric's floor (3e-5 on gmm8). Exponents are clamped at -80: below exp(-80) = 2e-35 the CPU's
+# exp leaves its fast path for denormals (20x slower) while the clamped terms add < 1e-26.
+EXP_FLOOR = -80.0
+TILE = 256  # rows per tile: a tile of 256 x 10,000 float32 stays in cache
 
-    def k(a, b):
-        d2 = torch.cdist(a, b).pow(2)
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
 
-    n, m = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    term_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    term_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return float(term_x + term_y - 2 * kxy.mean())
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[len(a), len(b)] squared distances from coordinate differences (float32)."""
+    if a.shape[1] > 8:  # feature spaces: the matmul form, its cancellation harmless at those scales
+        return torch.cdist(a, b).square_()
+    d2 = (a[:, :1] - b[:, 0][None]).square_()
+    for j in range(1, a.shape[1]):
+        d2 += (a[:, j:j + 1] - b[:, j][None]).square_()
+    return d2
+
+
+def _kernel_tile_sums(d2: torch.Tensor, bandwidths, own: int = 0) -> torch.Tensor:
+    """Per row of the tile, the sum over bandwidths h of exp(-d2 / (2 h^2)) (float64); with ``own``
+    > 0 the tile's first ``own`` columns are its own rows (a diagonal block) and only the pairs
+    above the diagonal count."""
+    e = torch.empty_like(d2)
+    rows = torch.zeros(len(d2), dtype=torch.float64)
+    for h in bandwidths:
+        torch.mul(d2, -0.5 / (h * h), out=e)
+        e.clamp_min_(EXP_FLOOR).exp_()
+        if own:
+            e[:, :own].triu_(1)
+        rows += e.sum(1)  # float32 sums of one row: ~1e-7 relative, as the kernel values
+    return rows
+
+
+def pair_sums(x, bandwidths=BANDWIDTHS) -> float:
+    """Sum over pairs i < j and over bandwidths h of exp(-|x_i - x_j|^2 / (2 h^2))."""
+    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    total = 0.0
+    for s in range(0, len(xt), TILE):
+        a = xt[s:s + TILE]
+        total += float(_kernel_tile_sums(_sq_dists(a, xt[s:]), bandwidths, own=len(a)).sum())
+    return total
+
+
+def cross_row_sums(x, y, bandwidths=BANDWIDTHS) -> np.ndarray:
+    """Per point x_i, the sum over j and over bandwidths h of exp(-|x_i - y_j|^2 / (2 h^2))."""
+    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.float32)
+    return torch.cat([_kernel_tile_sums(_sq_dists(xt[s:s + TILE], yt), bandwidths)
+                      for s in range(0, len(xt), TILE)]).numpy()
+
+
+def mmd(x, y, bandwidths=BANDWIDTHS, max_points=None, seed=0) -> float:
+    """Unbiased squared MMD (Gretton et al. 2012) between samples ``x`` and ``y`` with the sum of RBF
+    kernels exp(-|a-b|^2 / (2 h^2)) at ``bandwidths``; subsamples of ``max_points`` when given."""
+    if max_points is not None:
+        rng = np.random.default_rng(seed)
+        x, y = _sub(np.asarray(x), max_points, rng), _sub(np.asarray(y), max_points, rng)
+    return MMDAgainst(y, bandwidths)(x)
+
+
+class MMDAgainst:
+    """The unbiased squared MMD of samples against a fixed set ``y`` (a method's tuning split): the
+    set's own pair term is computed once, so each score costs only the sample's pairs and the
+    cross pairs."""
+
+    def __init__(self, y, bandwidths=BANDWIDTHS):
+        self.y = np.asarray(y, np.float64)
+        self.bandwidths = tuple(bandwidths)
+        m = len(self.y)
+        if m < 2:
+            raise ValueError(f"the MMD needs at least 2 reference points, got {m}")
+        self.self_term = 2 * pair_sums(self.y, self.bandwidths) / (m * (m - 1))
+
+    def _score(self, x, cross_rows) -> float:
+        n = len(x)
+        if n < 2:
+            raise ValueError(f"the MMD needs at least 2 samples, got {n}")
+        pair = 2 * pair_sums(x, self.bandwidths) / (n * (n - 1))
+        return pair + self.self_term - 2 * float(cross_rows.sum()) / (n * len(self.y))
+
+    def __call__(self, x) -> float:
+        x = np.asarray(x, np.float64)
+        return self._score(x, cross_row_sums(x, self.y, self.bandwidths))
+
+    def folds(self, x, k: int) -> tuple[float, list[float]]:
+        """The score of ``x`` and of its ``k`` folds ``x[f::k]``, the cross pairs computed once."""
+        x = np.asarray(x, np.float64)
+        rows = cross_row_sums(x, self.y, self.bandwidths)
+        return self._score(x, rows), [self._score(x[f::k], rows[f::k]) for f in range(k)]
 
 
 # -- against the exact target: no reference-set noise ----------------------------------------------
@@ -135,21 +211,14 @@ class BoxMixture:
         return self.lows[k] + (self.highs[k] - self.lows[k]) * rng.random((n, self.lows.shape[1]))
 
 
-def mmd_exact(x, target, bandwidths=BANDWIDTHS, chunk=2048) -> float:
+def mmd_exact(x, target, bandwidths=BANDWIDTHS) -> float:
     """Unbiased squared MMD of the sample ``x`` against the distribution ``target`` itself
     (Gretton et al. 2012), with the sum of RBF kernels at ``bandwidths``:
     (1/(n(n-1))) sum_{i != j} k(x_i, x_j) - (2/n) sum_i m(x_i) + E k(Y, Y'), every term exact
     but the first; no reference set, so no reference-set noise."""
     x = np.asarray(x, np.float64)
     n = len(x)
-    xt = torch.as_tensor(x)
-    pair = 0.0
-    for start in range(0, n, chunk):  # the pairs i < j (the kernel is symmetric), in blocks of rows
-        d2 = torch.cdist(xt[start:start + chunk], xt[start:]).pow_(2)
-        for h in bandwidths:
-            k = torch.exp(d2 * (-0.5 / (h * h)))
-            pair += float(k.sum() - k[:, :len(k)].tril().sum())  # the block's own i >= j pairs left out
-    pair = 2 * pair / (n * (n - 1))
+    pair = 2 * pair_sums(x, bandwidths) / (n * (n - 1))
     cross = sum(float(target.kernel_mean(x, h).mean()) for h in bandwidths)
     return pair - 2 * cross + sum(target.kernel_self(h) for h in bandwidths)
 
@@ -172,23 +241,6 @@ def kl(x, log_prob, k=5) -> float:
     return float(-knn_entropy(x, k) - np.mean(log_prob(x)))
 
 
-def sinkhorn(x, y, reg=0.05, max_points=2000, seed=0) -> float:
-    """The debiased Sinkhorn divergence (POT's empirical_sinkhorn_divergence, squared Euclidean
-    cost, entropic regularisation ``reg``, float64) between subsamples of at most ``max_points``.
-    inf where the solver's kernel underflows (samples tens of units off the support), which
-    POT would otherwise report as a silent 0."""
-    import warnings
-    rng = np.random.default_rng(seed)
-    x = torch.as_tensor(_sub(np.asarray(x, np.float64), max_points, rng))
-    y = torch.as_tensor(_sub(np.asarray(y, np.float64), max_points, rng))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        value = float(ot.bregman.empirical_sinkhorn_divergence(x, y, reg, numIterMax=500, stopThr=1e-5))
-    if any("numerical errors" in str(w.message).lower() for w in caught) or not math.isfinite(value):
-        return math.inf
-    return value
-
-
 def _kth_radius(x, k) -> np.ndarray:
     """Distance from each point of ``x`` to its k-th nearest other point (a k-d tree: exact)."""
     from sklearn.neighbors import NearestNeighbors
@@ -196,12 +248,19 @@ def _kth_radius(x, k) -> np.ndarray:
     return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)[0][:, k]  # column 0: the point itself
 
 
-def _inside_balls(x, centres, radii, chunk=2048) -> np.ndarray:
-    """For each point of ``x``: is it within ``radii[j]`` of some ``centres[j]``?"""
-    c, r = torch.as_tensor(centres), torch.as_tensor(radii)
-    xt = torch.as_tensor(x)
-    return torch.cat([(torch.cdist(xt[s:s + chunk], c) <= r[None, :]).any(dim=1)
-                      for s in range(0, len(xt), chunk)]).numpy()
+def _inside_balls(x, centres, radii) -> np.ndarray:
+    """For each point of ``x``: is it within ``radii[j]`` of some ``centres[j]``? (float64 squared
+    distances from coordinate differences, in tiles, so a boundary point is decided exactly.)"""
+    xt, c = torch.as_tensor(np.asarray(x, np.float64)), torch.as_tensor(np.asarray(centres, np.float64))
+    r2 = torch.as_tensor(np.asarray(radii, np.float64)).square()[None, :]
+    out = []
+    for s in range(0, len(xt), TILE):
+        a = xt[s:s + TILE]
+        d2 = (a[:, :1] - c[:, 0][None]).square_()
+        for j in range(1, a.shape[1]):
+            d2 += (a[:, j:j + 1] - c[:, j][None]).square_()
+        out.append((d2 <= r2).any(dim=1))
+    return torch.cat(out).numpy()
 
 
 def precision_recall(x, y, k=5, max_points=5000, seed=0) -> tuple[float, float]:
