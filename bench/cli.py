@@ -87,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[],
                    metavar="KEY=VALUE", help="a method setting, repeatable (the method's docstring lists them)")
     r.add_argument("--label", default=None, help="the name the results go under (default: the method's)")
-    r.add_argument("--batch-size", type=positive_int, default=10_000, help="samples per denoiser batch")
+    r.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples per denoiser batch (default: the task's; the samples do not depend on it)")
     r.add_argument("--checkpoint", default=None,
                    help="image tasks: the network, an EDM .pkl or a converted .safetensors (default: downloaded)")
     r.add_argument("--ref-stats", default=None,
@@ -360,7 +361,11 @@ def _compare(a):
     with _every_warning():
         table, metric, higher = comparisons(a.label, a.task, a.results, against=against, nfe=nfe, metric=a.metric,
                                             published=a.published)
-    print(f"{a.task}: {a.label} - other, paired over seeds, {metric} ({'higher' if higher else 'lower'} is better)")
-    print(paired.markdown(table, metric, reference="other"))
+    print(f"{a.task}: {a.label} - other, paired over seeds, {metric} ({'higher' if higher else 'lower'} is better); "
+          f"verdict by the paired t-interval, * = close (p between 0.01 and 0.10)")
+    budgets = f" at NFE {a.nfe}" if a.nfe else ""
+    print(paired.markdown(table, metric, reference="other",
+                          empty=f"No other row of {a.task} has results{budgets} at a budget {a.label} has: nothing to "
+                                f"pair with."))
     return 0
 

@@ -45,6 +45,7 @@ class Task:
     metric_notes: dict = {}
     tuning_size: int | None = None  # None: unlimited (a sampler of the true distribution)
     min_samples: int = 2  # the fewest samples per run for which every metric is defined
+    batch_size: int = 10_000  # samples per denoiser call by default (the fastest on a CPU core; never the results)
     tuning_reference: int = 10_000  # tuning samples a fit's selection score compares against (at most tuning_size)
     options: tuple = ()  # names of the options the task accepts (--checkpoint, --ref-stats, --data)
 

@@ -131,6 +131,7 @@ class EDMImageTask(Task):
     dataset_url: str | None = None  # downloaded on first use when --data is not given; None: --data only
     dataset_size: int | None = None
     feature_batch_size = 250
+    batch_size = 500  # a DDPM++ batch of 500 images fits a CPU's memory; on a GPU --batch-size sets more
     kid_subsets, kid_subset_size, prc_neighborhood, isc_splits = 100, 1000, 3, 10
 
     def __init__(self, **options):

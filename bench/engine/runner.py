@@ -247,7 +247,7 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
 
 def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: int | None = None,
         out="results", device: str = "cpu", save_samples: bool = False, denoiser: str | None = None,
-        config: dict | None = None, label: str | None = None, batch_size: int = 10_000,
+        config: dict | None = None, label: str | None = None, batch_size: int | None = None,
         progress: bool = True, cache=None, task_options: dict | None = None, resume: bool = True,
         published: bool = False) -> list[dict]:
     """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
@@ -262,7 +262,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     empty list."""
     nfe = [nfe] if isinstance(nfe, int) else list(nfe)
     seeds = [seed if seed is not None else 0] if seeds is None else list(seeds)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
     if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool)):
         raise ValueError(f"samples must be an integer, got {samples!r}")
@@ -292,6 +292,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
         check_writable(Path(out) / t.name / label)
     t.check_files(m.needs)  # every file the run needs, all missing ones named at once
     n = samples or t.default_samples
+    batch_size = batch_size or t.batch_size  # the samples do not depend on it: only the speed does
     if n < t.min_samples:
         raise ValueError(f"--samples {n}: task {t.name}'s metrics need at least {t.min_samples} samples per run")
     check_memory(t, n, batch_size)

@@ -76,15 +76,14 @@ _PROTOCOL_FIELDS = ("n_samples", "reference", "n_reference", "reference_stats", 
 # --- statistics ------------------------------------------------------------
 
 def mean_ci(values) -> tuple[float, float]:
-    """Mean over seeds and the half-width of its 95% interval: the larger side of the percentile
-    bootstrap interval (``bench.report.paired.bootstrap_interval``), so ``mean ± half`` covers it.
-    NaN with fewer than two values."""
+    """Mean over seeds and the half-width of its 95% t-interval (``bench.report.paired.t_interval``):
+    exact coverage for normal values at any seed count. NaN with fewer than two values."""
     v = np.asarray([float(x) for x in values], dtype=float)
     if v.size == 0:
         return math.nan, math.nan
     m = float(v.mean())
-    lo, hi = paired.bootstrap_interval(v)
-    return m, (math.nan if math.isnan(lo) else max(m - lo, hi - m))
+    lo, hi = paired.t_interval(v)
+    return m, (math.nan if math.isnan(lo) else (hi - lo) / 2)
 
 
 def _float(x) -> float:

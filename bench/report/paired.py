@@ -1,16 +1,20 @@
-"""Paired comparisons over seeds (protocol v2; rliable, Agarwal et al. 2021).
+"""Paired comparisons over seeds (protocol v3; rliable, Agarwal et al. 2021).
 
 Every row of a task shares each seed's initial noise and reference data, so rows compare
 *paired*: per seed, the difference of the primary metric between a row and a reference row
-at the same NFE budget. Reported per row: the mean paired difference, its 95% percentile
-bootstrap interval over seeds (``scipy.stats.bootstrap``, paired, 10,000 resamples, a fixed
+at the same NFE budget. The verdict rests on the **paired t-interval** of the mean difference,
+mean +- t_{0.975, n-1} sd / sqrt(n): exact 95% coverage for normal differences at any seed
+count (a percentile bootstrap over 5 seeds covers about 84%, over 3 it is [min, max]). Reported
+per row: the mean paired difference, the t-interval, its two-sided p-value, the 95% percentile
+bootstrap interval beside it (``scipy.stats.bootstrap``, paired, 10,000 resamples, a fixed
 generator so that the tables rebuild byte for byte), the probability of improvement
 P(row better than reference) = (1/(n m)) sum_ij S(x_i, y_j) (S = 1 when better, 1/2 on a tie;
 the Mann-Whitney U statistic over n m), and a verdict: ``better`` or ``worse`` only when the
-interval excludes 0, else ``tie``. The reference at each budget is the best ``classic``
-solver there (a method's ``family``) with the most seeds, on the task's own denoiser (a row on
-another one, such as a toy task's exact denoiser, samples another model: compared, never the
-reference); rows with fewer than three common seeds get no verdict.
+t-interval excludes 0, else ``tie``. A verdict is **close** when the 90% and 99% t-intervals
+disagree (p between 0.01 and 0.10): a few more seeds could flip it. The reference at each
+budget is the best ``classic`` solver there (a method's ``family``) with the most seeds, on the
+task's own denoiser (a row on another one, such as a toy task's exact denoiser, samples another
+model: compared, never the reference); rows with fewer than three common seeds get no verdict.
 """
 from __future__ import annotations
 
@@ -22,8 +26,33 @@ import pandas as pd
 import scipy.stats
 
 CONFIDENCE = 0.95
+CLOSE = (0.01, 0.10)  # p-values between these: the 90% and 99% intervals disagree
 RESAMPLES = 10_000
 MIN_SEEDS = 3
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The t-interval of the mean of ``values`` (one per seed): mean +- t_{(1+c)/2, n-1} sd / sqrt(n).
+    Zero width when every value is the same; NaN with fewer than two values."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2 or not np.all(np.isfinite(v)):
+        return math.nan, math.nan
+    m = float(v.mean())
+    half = float(scipy.stats.t.ppf((1 + confidence) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return m - half, m + half
+
+
+def t_pvalue(values) -> float:
+    """Two-sided p-value of the one-sample t-test of mean 0 (1 when every value is 0, 0 when every
+    value is the same non-zero number)."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2 or not np.all(np.isfinite(v)):
+        return math.nan
+    sd = v.std(ddof=1)
+    if sd == 0:
+        return 1.0 if v[0] == 0 else 0.0
+    t = v.mean() / (sd / math.sqrt(v.size))
+    return float(2 * scipy.stats.t.sf(abs(t), v.size - 1))
 
 
 def bootstrap_interval(values, statistic=np.mean) -> tuple[float, float]:
@@ -38,6 +67,17 @@ def bootstrap_interval(values, statistic=np.mean) -> tuple[float, float]:
         res = scipy.stats.bootstrap((v,), statistic, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
                                     method="percentile", rng=np.random.default_rng(0))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def verdict_of(lo: float, hi: float, higher_is_better: bool) -> str:
+    """better / worse when the interval [lo, hi] of (row - reference) excludes 0, else tie."""
+    if math.isnan(lo):
+        return "n/a"
+    if (hi < 0 and not higher_is_better) or (lo > 0 and higher_is_better):
+        return "better"
+    if (lo > 0 and not higher_is_better) or (hi < 0 and higher_is_better):
+        return "worse"
+    return "tie"
 
 
 def probability_of_improvement(x, y, higher_is_better: bool) -> float:
@@ -63,24 +103,23 @@ def reference_rows(frame: pd.DataFrame, higher_is_better: bool) -> dict:
 
 def pair(mine: pd.Series, theirs: pd.Series, higher_is_better: bool) -> dict:
     """``mine`` - ``theirs`` over their common seeds (two series indexed by seed): the paired
-    statistics of the module docstring, the verdict from ``mine``'s side."""
+    statistics of the module docstring, the verdict from ``mine``'s side (by the t-interval; the
+    bootstrap's verdict beside it, ``boot_verdict``)."""
     common = sorted(set(mine.index) & set(theirs.index))
     diff = (mine[common] - theirs[common]).to_numpy(dtype=float)
-    lo, hi = bootstrap_interval(diff) if len(common) >= MIN_SEEDS else (math.nan, math.nan)
-    if math.isnan(lo):
-        verdict = "n/a"
-    elif (hi < 0 and not higher_is_better) or (lo > 0 and higher_is_better):
-        verdict = "better"
-    elif (lo > 0 and not higher_is_better) or (hi < 0 and higher_is_better):
-        verdict = "worse"
-    else:
-        verdict = "tie"
+    enough = len(common) >= MIN_SEEDS
+    lo, hi = t_interval(diff) if enough else (math.nan, math.nan)
+    blo, bhi = bootstrap_interval(diff) if enough else (math.nan, math.nan)
+    p = t_pvalue(diff) if enough else math.nan
     return dict(seeds=len(common), diff=float(diff.mean()) if len(common) else math.nan, diff_low=lo, diff_high=hi,
+                p_value=p, close=bool(enough and CLOSE[0] <= p <= CLOSE[1]), boot_low=blo, boot_high=bhi,
+                boot_verdict=verdict_of(blo, bhi, higher_is_better),
                 p_improve=probability_of_improvement(mine[common], theirs[common], higher_is_better)
-                if len(common) else math.nan, verdict=verdict)
+                if len(common) else math.nan, verdict=verdict_of(lo, hi, higher_is_better))
 
 
-COLUMNS = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_improve", "verdict"]
+COLUMNS = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_value", "close", "boot_low",
+           "boot_high", "boot_verdict", "p_improve", "verdict"]
 
 
 def _values(frame: pd.DataFrame, nfe, label) -> pd.Series:
@@ -116,18 +155,21 @@ def against(frame: pd.DataFrame, label: str, higher_is_better: bool, others=None
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def markdown(table: pd.DataFrame, metric: str, reference: str = "reference") -> str:
+def markdown(table: pd.DataFrame, metric: str, reference: str = "reference", empty: str | None = None) -> str:
     """The comparisons as a markdown table (tabulate), numbers to 4 significant digits; ``reference``
-    heads the column of the rows compared with."""
+    heads the column of the rows compared with; a close verdict is marked with an asterisk."""
     if table.empty:
-        return "No paired comparisons (no classic reference row with results)."
+        return empty or "No paired comparisons (no classic reference row with results)."
 
     def g(v):
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     shown = pd.DataFrame({
         "NFE": table["nfe"], "method": table["label"], reference: table["reference"], "seeds": table["seeds"],
         f"Δ{metric} (paired mean)": table["diff"].map(g),
-        "95% interval": [f"[{g(lo)}, {g(hi)}]" for lo, hi in zip(table["diff_low"], table["diff_high"])],
-        "P(improvement)": table["p_improve"].map(g), "verdict": table["verdict"]})
-    return shown.to_markdown(index=False, colalign=("right", "left", "left", "right", "right", "left", "right",
-                                                    "left"))
+        "95% t-interval": [f"[{g(lo)}, {g(hi)}]" for lo, hi in zip(table["diff_low"], table["diff_high"])],
+        "p": table["p_value"].map(g),
+        "bootstrap 95%": [f"[{g(lo)}, {g(hi)}]" for lo, hi in zip(table["boot_low"], table["boot_high"])],
+        "P(improvement)": table["p_improve"].map(g),
+        "verdict": [v + ("*" if c else "") for v, c in zip(table["verdict"], table["close"])]})
+    return shown.to_markdown(index=False, colalign=("right", "left", "left", "right", "right", "left", "right", "left",
+                                                    "right", "left"))
