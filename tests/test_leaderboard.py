@@ -70,20 +70,19 @@ def built(tmp_path_factory):
 
 
 def ci(values):
-    """The half-width the boards promise: the larger side of scipy's 95% percentile bootstrap of the mean."""
+    """The half-width the boards promise: t_{0.975, n-1} sd / sqrt(n), by the definition (scipy's t
+    quantile, numpy's sd)."""
     import numpy as np
     import scipy.stats
-    res = scipy.stats.bootstrap((np.asarray(values, float),), np.mean, confidence_level=0.95, n_resamples=10_000,
-                                method="percentile", rng=np.random.default_rng(0))
-    m = float(np.mean(values))
-    return max(m - res.confidence_interval.low, res.confidence_interval.high - m)
+    v = np.asarray(values, float)
+    return float(scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def test_bootstrap_interval_of_three_evenly_spaced_values():
     """Resampling {1, 2, 3}: the mean is 1 (or 3) with probability 1/27 > 2.5%, so the 95%
     percentile interval is exactly [1, 3]; of two values {1, 2} it is [1, 2]."""
     from bench.report.paired import bootstrap_interval
-    assert bootstrap_interval([1.0, 2.0, 3.0]) == (1.0, 3.0) and ci([1.0, 2.0, 3.0]) == 1.0
+    assert bootstrap_interval([1.0, 2.0, 3.0]) == (1.0, 3.0)
     assert bootstrap_interval([1.0, 2.0]) == (1.0, 2.0)
 
 
@@ -99,9 +98,9 @@ def test_csv_means_and_intervals_by_hand(built):
     assert set(rows) == {("fast", 5), ("slow", 5), ("fast", 10), ("slow", 10), ("solo", 5)}
     r = rows[("fast", 5)]
     assert float(r["mmd_mean"]) == 2.0
-    assert float(r["mmd_ci95"]) == 1.0  # {1, 2, 3}: the interval is [1, 3]
+    assert float(r["mmd_ci95"]) == pytest.approx(4.302652729749464 / 3**0.5)  # {1, 2, 3}: t(0.975, 2) sd / sqrt 3
     assert float(r["precision_mean"]) == pytest.approx(0.8, rel=1e-12)
-    assert float(r["precision_ci95"]) == pytest.approx(0.1, rel=1e-9)
+    assert float(r["precision_ci95"]) == pytest.approx(ci([0.7, 0.8, 0.9]), rel=1e-9)
     for key, values in W2.items():
         assert float(rows[key]["mmd_mean"]) == pytest.approx(sum(values) / 3, rel=1e-12), key
         assert float(rows[key]["mmd_ci95"]) == pytest.approx(ci(values), rel=1e-9, abs=1e-15), key
@@ -164,9 +163,9 @@ def test_markdown_bolds_the_best_per_budget(built):
                                              ("**slow**", "10"), ("fast", "10")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     w2 = header.index("mmd ↓")
-    assert body[0][w2] == "**2 ± 1**"
+    assert body[0][w2] == "**2 ± 2.484**"  # {1, 2, 3}: t(0.975, 2) / sqrt 3
     assert body[3][w2].startswith("**0.3 ± ")
-    assert body[1][w2] == "5 ± 1"
+    assert body[1][w2] == "5 ± 2.484"
     assert body[3][header.index("fit NFE")] == "1200"
 
 
@@ -405,7 +404,7 @@ def test_sample_grid_same_seed_and_indices_across_methods(images):
 
 def test_npz_head_reads_only_the_first_rows(tmp_path):
     import numpy as np
-    from bench.report.leaderboard import _npz_head
+    from bench.report.board import npz_head as _npz_head
     x = np.random.default_rng(0).standard_normal((50, 1, 8, 8)).astype(np.float32)
     np.savez_compressed(tmp_path / "s.npz", x=x, labels=np.arange(50))
     head, shape = _npz_head(tmp_path / "s.npz", "x", 10)
@@ -485,7 +484,7 @@ def test_readme_index_best_per_nfe_with_links_and_sha(tmp_path):
     assert "2026-03-02T00:00:00+00:00" in readme and "1" * 40 in readme
     header, body = md_table(readme.split("## gmm8")[1])
     assert header[:4] == ["NFE", "best measured", "mmd ↓", "protocol"]
-    assert body[0][:3] == ["5", "a", "1.5 ± 0.5"]  # {1, 2}: the interval is [1, 2]
+    assert body[0][:3] == ["5", "a", "1.5 ± 6.353"]  # {1, 2}: t(0.975, 1) 0.707 / sqrt 2
     assert body[0][3] == "[P1, seeds 0, 1](gmm8.md#protocols)"
     assert body[0][4:] == ["Paper sampler", "0.1", "Paper 2025"]  # beside, not instead
     assert body[1][:2] == ["10", "b"]  # not the oracle
@@ -549,7 +548,7 @@ def test_overhead_is_the_median_over_seeds_and_only_for_methods_that_time_a_base
 
 
 def test_tex_numbers_are_math():
-    from bench.report.leaderboard import _tex_num
+    from bench.report.latex import tex_num as _tex_num
     assert _tex_num(12340.0) == r"1.234\times10^{4}"
     assert _tex_num(float("inf")) == r"\infty" and _tex_num(float("-inf")) == r"-\infty"
     assert _tex_num(float("nan")) == "--" and _tex_num(0.02519) == "0.02519"
@@ -558,7 +557,7 @@ def test_tex_numbers_are_math():
 def test_the_index_lays_every_paired_verdict_out_by_task():
     import pandas as pd
 
-    from bench.report.leaderboard import _verdict_matrix
+    from bench.report.markdown import verdict_matrix as _verdict_matrix
     cols = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_improve", "verdict"]
     a = pd.DataFrame([[10, "ld3", "ipndm", 5, -0.002, -0.003, -0.001, 1.0, "better"],
                       [10, "edm", "ipndm", 3, 0.3, 0.2, 0.4, 0.0, "worse"]], columns=cols)

@@ -58,25 +58,41 @@ def test_the_exact_log_density_reward_is_privileged_and_not_the_default():
     assert "exact log-density" in bench.get_method("ddpo", task, reward="logprob").privileged()
 
 
-def test_paired_bootstrap_of_hand_made_numbers():
+T_975_DF2 = 4.302652729749464  # the 97.5% quantile of Student's t with 2 degrees of freedom (tables)
+
+
+def test_paired_t_interval_of_hand_made_numbers():
     import pandas as pd
+    import scipy.stats
 
     from bench.report.paired import compare, probability_of_improvement
     rows = []
-    for seed, (ref, good, same, bad, other) in enumerate([(4, 1, 3, 5, 9), (4, 2, 4, 6, 9), (4, 3, 5, 7, 9)]):
+    for seed, (ref, good, same, bad, other, edge) in enumerate([(4, 1.9, 3, 5.9, 9, 1), (4, 2, 4, 6, 9, 2),
+                                                                 (4, 2.1, 5, 6.1, 9, 3)]):
         rows += [dict(label="edm", family="classic", nfe=10, seed=seed, value=ref),
                  dict(label="euler", family="classic", nfe=10, seed=seed, value=other),
                  dict(label="good", family="learned dynamics", nfe=10, seed=seed, value=good),
                  dict(label="same", family="tuned", nfe=10, seed=seed, value=same),
                  dict(label="bad", family="tuned", nfe=10, seed=seed, value=bad),
+                 dict(label="edge", family="tuned", nfe=10, seed=seed, value=edge),
                  dict(label="oracle", family="floor", nfe=10, seed=seed, value=0.0)]
     t = compare(pd.DataFrame(rows), higher_is_better=False).set_index("label")
-    assert set(t.index) == {"euler", "good", "same", "bad"} and set(t["reference"]) == {"edm"}  # best classic
-    # differences per seed: good -3, -2, -1 -> mean -2, interval [-3, -1] (1/27 > 2.5% at each end)
-    assert (t.loc["good", "diff"], t.loc["good", "diff_low"], t.loc["good", "diff_high"]) == (-2.0, -3.0, -1.0)
+    assert set(t.index) == {"euler", "good", "same", "bad", "edge"} and set(t["reference"]) == {"edm"}  # best classic
+    # good - edm per seed: -2.1, -2, -1.9 -> mean -2, sd 0.1: -2 +- t(0.975, 2) 0.1 / sqrt(3)
+    half = T_975_DF2 * 0.1 / 3**0.5
+    assert t.loc["good", "diff"] == pytest.approx(-2.0)
+    assert t.loc["good", "diff_low"] == pytest.approx(-2 - half) and t.loc["good", "diff_high"] == pytest.approx(-2 + half)
     assert t.loc["good", "verdict"] == "better" and t.loc["good", "p_improve"] == 1.0
-    assert (t.loc["same", "diff_low"], t.loc["same", "diff_high"], t.loc["same", "verdict"]) == (-1.0, 1.0, "tie")
+    assert t.loc["good", "p_value"] == pytest.approx(scipy.stats.ttest_1samp([-2.1, -2, -1.9], 0).pvalue)
+    # same: -1, 0, 1 -> 0 +- t 1 / sqrt(3): a tie
+    assert t.loc["same", "diff_high"] == pytest.approx(T_975_DF2 / 3**0.5) and t.loc["same", "verdict"] == "tie"
     assert t.loc["bad", "verdict"] == "worse" and t.loc["bad", "p_improve"] == 0.0
+    # edge: -3, -2, -1 -> -2 +- 2.48: a tie by t, though every seed is better and the 3-seed percentile
+    # bootstrap, which is [min, max] = [-3, -1], calls it better
+    assert t.loc["edge", "verdict"] == "tie" and t.loc["edge", "boot_verdict"] == "better"
+    assert (t.loc["edge", "boot_low"], t.loc["edge", "boot_high"]) == (-3.0, -1.0)
+    assert t.loc["edge", "p_value"] == pytest.approx(scipy.stats.ttest_1samp([-3, -2, -1], 0).pvalue)
+    assert t.loc["edge", "close"]  # p = 0.074: between 0.01 and 0.10
     assert probability_of_improvement([1, 2], [2, 3], higher_is_better=False) == (1 + 1 + 0.5 + 1) / 4
 
 
@@ -85,7 +101,7 @@ def test_against_names_the_row_and_signs_the_difference_from_its_side():
 
     from bench.report.paired import against
     rows = []
-    for seed, (a, b, c) in enumerate([(1, 4, 1), (2, 4, 3), (3, 4, 2)]):
+    for seed, (a, b, c) in enumerate([(1.9, 4, 1.9), (2, 4, 3), (2.1, 4, 1.2)]):
         rows += [dict(label="mine", family="learned dynamics", nfe=10, seed=seed, value=a),
                  dict(label="edm", family="classic", nfe=10, seed=seed, value=b),
                  dict(label="twin", family="tuned", nfe=10, seed=seed, value=c),
@@ -93,10 +109,12 @@ def test_against_names_the_row_and_signs_the_difference_from_its_side():
     rows.append(dict(label="late", family="tuned", nfe=10, seed=7, value=0.0))  # no common seed
     t = against(pd.DataFrame(rows), "mine", higher_is_better=False).set_index("reference")
     assert sorted(t.index) == ["edm", "late", "twin"] and set(t["nfe"]) == {10}
-    # mine - edm per seed: -3, -2, -1 -> -2 in [-3, -1]: better (lower is better)
-    assert (t.loc["edm", "diff"], t.loc["edm", "diff_low"], t.loc["edm", "diff_high"]) == (-2.0, -3.0, -1.0)
+    # mine - edm per seed: -2.1, -2, -1.9 -> -2 +- t(0.975, 2) 0.1 / sqrt(3): better (lower is better)
+    half = T_975_DF2 * 0.1 / 3**0.5
+    assert t.loc["edm", "diff"] == pytest.approx(-2.0)
+    assert (t.loc["edm", "diff_low"], t.loc["edm", "diff_high"]) == pytest.approx((-2 - half, -2 + half))
     assert t.loc["edm", "verdict"] == "better" and t.loc["edm", "p_improve"] == 1.0
-    assert t.loc["twin", "verdict"] == "tie" and t.loc["twin", "diff"] == 0.0
+    assert t.loc["twin", "verdict"] == "tie" and t.loc["twin", "diff"] == pytest.approx(-0.1 / 3)
     assert t.loc["late", "seeds"] == 0 and t.loc["late", "verdict"] == "n/a"
     assert against(pd.DataFrame(rows), "twin", False, others=["mine"])["verdict"].tolist() == ["tie"]
 
@@ -104,7 +122,7 @@ def test_against_names_the_row_and_signs_the_difference_from_its_side():
 def test_compare_command_on_result_files(tmp_path, capsys):
     from bench.cli import main
     from test_leaderboard import result, write
-    for seed, (a, b) in enumerate([(0.1, 0.4), (0.2, 0.6), (0.3, 0.5)]):
+    for seed, (a, b) in enumerate([(0.1, 0.4), (0.2, 0.55), (0.3, 0.6)]):
         write(tmp_path, result("irl", 10, seed, a))
         write(tmp_path, result("edm", 10, seed, b))
     assert main(["compare", "irl", "--task", "gmm8", "--results", str(tmp_path)]) == 0
@@ -114,7 +132,7 @@ def test_compare_command_on_result_files(tmp_path, capsys):
     assert main(["compare", "irl", "--task", "gmm8", "--results", str(tmp_path), "--metric", "precision"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "| edm" in x)
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[4] == "0.03" and cells[-1] == "better"  # precision = 1 - mmd / 10: higher is better
+    assert cells[4] == "0.03167" and cells[-1] == "better"  # precision = 1 - mmd / 10: higher is better
     for argv, says in ((["irl", "--task", "gmm8", "--against", "edn"], "labels there: edm, irl"),
                        (["irl", "--task", "gmm8", "--nfe", "20"], "its budgets: 10"),
                        (["irl", "--task", "gmm8", "--metric", "w2"], "metrics there: mmd, precision"),
