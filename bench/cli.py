@@ -101,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--rerun", action="store_true", help="redo results already written with the same configuration")
     r.add_argument("--no-progress", action="store_true", help="no progress bars or per-result lines")
 
-    sub.add_parser("list", help="every task and method")
+    ls = sub.add_parser("list", help="every task and method; a method's settings", formatter_class=Formatter)
+    ls.add_argument("--method", default=None, help="one method: each setting with its type, default and choices")
 
     su = sub.add_parser("suite", help="run a suite manifest's missing runs, then rebuild its leaderboards",
                         formatter_class=Formatter,
@@ -206,6 +207,9 @@ def _dispatch(a, p):
     from bench import registry
     if a.cmd is None:
         a = p.parse_args(["run"])
+    if a.cmd == "list" and a.method:
+        print(method_settings(a.method))
+        return 0
     if a.cmd == "list":
         for kind, table in (("tasks", registry.tasks()), ("methods", registry.methods())):
             print(f"{kind}:")
@@ -252,6 +256,28 @@ def _dispatch(a, p):
         print(f"wrote {a.out}")
         return 0
     return 2
+
+
+def method_settings(name: str) -> str:
+    """A method's settings as a table: name, type, default, allowed values, and the tasks whose
+    presets set it otherwise (``--set key=value`` changes one)."""
+    from tabulate import tabulate
+
+    from bench.method import _kind
+    from bench.registry import method_class
+    cls = method_class(name)
+    rows = []
+    for key, default in cls.defaults.items():
+        kind = " or ".join(_kind(t()) for t in cls.types[key]) if key in cls.types else _kind(default)
+        allowed = ", ".join(json.dumps(c) for c in cls.choices[key]) if key in cls.choices else ""
+        presets = ", ".join(f"{task}: {json.dumps(p[key])}" for task, p in sorted(cls.presets.items()) if key in p)
+        rows.append([key, kind, json.dumps(default), allowed, presets])
+    fits = "fits on the tuning split" if cls().has_fit else "no fit"
+    head = f"{cls.name}: {cls.description}\n(family: {cls.family}; {fits}; change a setting with `--set key=value`)\n"
+    if not rows:
+        return head + "no settings"
+    return head + tabulate(rows, headers=["setting", "type", "default", "allowed", "task presets"], tablefmt="simple",
+                           disable_numparse=True)
 
 
 def _suite(a) -> int:

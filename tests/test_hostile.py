@@ -296,3 +296,20 @@ def test_a_local_pool_gives_the_same_results_as_one_process(tmp_path, capsys, on
     assert len(one) == len(two) == 4
     for a, b in zip(one, two):
         assert (a["nfe_budget"], a["seed"], a["metrics"]) == (b["nfe_budget"], b["seed"], b["metrics"])
+
+
+def test_list_shows_a_methods_settings(capsys):
+    rc, out, _ = cli(capsys, "list", "--method", "irl")
+    assert rc == 0 and "fits on the tuning split" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("solver "))
+    assert "a string" in line and '"ipndm"' in line and '"euler"' in line  # type, default, allowed values
+    line = next(ln for ln in out.splitlines() if ln.startswith("iters "))
+    assert "an integer" in line and "200" in line
+    rc, _, err = cli(capsys, "list", "--method", "eulr")
+    assert rc == 2 and "did you mean euler" in err
+
+
+def test_compare_says_why_there_is_nothing_to_pair(tmp_path, capsys):
+    bench.run("euler", "gmm8", nfe=5, seeds=[0, 1, 2], samples=64, out=tmp_path, progress=False)
+    rc, out, _ = cli(capsys, "compare", "euler", "--task", "gmm8", "--results", tmp_path)
+    assert rc == 0 and "No other row of gmm8 has results" in out and "classic reference" not in out

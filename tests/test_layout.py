@@ -121,3 +121,25 @@ def test_the_readme_sampler_example_runs_on_public_names(tmp_path):
                                    rtol=0, atol=1e-5)
     finally:
         registry._METHODS.pop("my-euler-a", None)
+
+
+def test_the_dependency_floors_are_true():
+    """What the code needs, the package asks for: tomllib (suite manifests) is Python 3.11's;
+    scipy.stats.bootstrap takes rng= from SciPy 1.15; the LaTeX boards render through jinja2."""
+    import inspect
+    import re
+    import tomllib
+
+    import scipy.stats
+
+    from bench.engine import suite
+    from bench.report import latex, paired
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floor = tuple(int(x) for x in re.search(r">=\s*(\d+)\.(\d+)", meta["requires-python"]).groups())
+    assert "tomllib" in inspect.getsource(suite) and floor >= (3, 11)
+    deps = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0].lower(): d for d in meta["dependencies"]}
+    assert "rng=" in inspect.getsource(paired.bootstrap_interval)
+    assert "rng" in inspect.signature(scipy.stats.bootstrap).parameters
+    scipy_floor = tuple(int(x) for x in re.search(r">=\s*(\d+)\.(\d+)", deps["scipy"]).groups())
+    assert scipy_floor >= (1, 15)
+    assert "jinja2" in inspect.getsource(latex) and "jinja2" in deps

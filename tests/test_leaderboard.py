@@ -134,7 +134,7 @@ def test_duplicate_warns_and_keeps_the_newest(built):
     assert str(built["dup"]) in dup[0]
     assert str(built["root"] / "gmm8" / "slow" / "nfe5_seed0.json") in dup[0]
     assert float(built["rows"][("slow", 5)]["mmd_mean"]) == 5.0  # not (100 + 5 + 6) / 3, nor averaged with it
-    assert "git " + "b" * 40 in built["md"] and "2026-02-01" in built["md"]  # the newest result behind the table
+    assert "git `" + "b" * 7 + "`" in built["md"] and "2026-02-01" in built["md"]  # the newest result behind it
 
 
 def test_truncated_and_old_schema_files_warn_and_are_skipped(built):
@@ -157,16 +157,16 @@ def test_markdown_bolds_the_best_per_budget(built):
     assert "n_samples = 500" in md and "gmm8-v1 split 'ref'" in md and "measured denoiser evaluations" in md
     assert "Primary metric: **mmd**" in md
     assert "![](gmm8.png)" in md
-    table = [ln for ln in lines if ln.startswith("| ")]
-    body = [[c.strip() for c in ln.strip("|").split("|")] for ln in table[1:]]
+    header, body = md_table(md)
+    assert header == ["method", "NFE", "seeds", "mmd ↓", "vs reference", "fit", "flags", "protocol"]  # nine at most
     assert [(r[0], r[1]) for r in body] == [("**fast**", "5"), ("slow", "5"), ("solo", "5"),
                                              ("**slow**", "10"), ("fast", "10")]
-    header = [c.strip() for c in table[0].strip("|").split("|")]
     w2 = header.index("mmd ↓")
     assert body[0][w2] == "**2 ± 2.484**"  # {1, 2, 3}: t(0.975, 2) / sqrt 3
     assert body[3][w2].startswith("**0.3 ± ")
     assert body[1][w2] == "5 ± 2.484"
-    assert body[3][header.index("fit NFE")] == "1200"
+    assert body[3][header.index("fit")].startswith("1200 NFE, ")
+    assert "## Every metric" in md and "precision ↑" in md  # the secondary metrics in their own table
 
 
 def test_rebuild_is_byte_identical(built, tmp_path):
@@ -345,9 +345,9 @@ def test_measured_image_rows_min_over_seeds_and_interval(images):
         assert r["seed_list"] == "0 1 2" and r["protocol_id"] == "P1"
     md = (images["out"] / "cifar10.md").read_text()
     header, body = md_table(md)
-    assert "fid min over seeds ↓" in header
+    assert "min over seeds ↓" in header
     heun = next(b for b in body if b[0] == "**heun**" and b[1] == "10")
-    assert heun[header.index("fid min over seeds ↓")] == "3"
+    assert heun[header.index("min over seeds ↓")] == "3"
     assert heun[header.index("fid ↓")] == f"**3.5 ± {ci([3.0, 3.5, 4.0]):.4g}**"
     assert heun[header.index("protocol")] == "P1, seeds 0-2"
     assert "- **P1** (measured): n_samples = 12;" in md and "cifar10-32x32.npz" in md
@@ -357,16 +357,17 @@ def test_measured_image_rows_min_over_seeds_and_interval(images):
 def test_reported_rows_beside_measured_never_in_means_or_best(images):
     out = images["out"]
     md = (out / "cifar10.md").read_text()
-    header, body = md_table(md)
-    src = header.index("source")
-    edm = [b for b in body if b[0] == "EDM (Heun, 18 steps)"]
-    assert len(edm) == 1 and edm[0][1] == "35" and edm[0][header.index("fid ↓")] == "1.97"
-    assert edm[0][src] == "reported: Karras et al. 2022 (EDM), headline FID; references.md §1"
-    assert all(b[src] == "measured" or b[src].startswith("reported: ") for b in body)
-    # at NFE 10 the reported 2.38 (LD3) is better than every measured mean: still not bold, still after them
+    header, body = md_table(md)  # the measured rows: no reported row among them
     at10 = [b for b in body if b[1] == "10"]
-    assert [b[0] for b in at10[:3]] == ["**heun**", "euler", "legacy"]
-    assert all(not b[0].startswith("**") for b in at10[3:]) and any(b[0] == "LD3" for b in at10)
+    assert [b[0] for b in at10] == ["**heun**", "euler", "legacy"]
+    # the reported rows in their own table, where the reported 2.38 (LD3) at NFE 10 is never bold
+    header, body = md_table(md.split("## Reported numbers", 1)[1])
+    assert header == ["method", "NFE", "metric", "value", "source", "protocol"]
+    edm = [b for b in body if b[0] == "EDM (Heun, 18 steps)"]
+    assert len(edm) == 1 and edm[0][1] == "35" and edm[0][header.index("value")] == "1.97"
+    assert edm[0][header.index("source")] == "Karras et al. 2022 (EDM), headline FID; references.md §1"
+    assert any(b[:2] == ["LD3", "10"] and b[3] == "2.38" for b in body)
+    assert not any(b[0].startswith("**") for b in body)
     rows = list(csv.DictReader((out / "cifar10.csv").open()))
     rep = [r for r in rows if r["kind"] == "reported"]
     assert rep and all(r["fid_mean"] == "" and r["fid_ci95"] == "" and r["source"] for r in rep)
@@ -380,10 +381,10 @@ def test_reported_rows_beside_measured_never_in_means_or_best(images):
 
 def test_reported_only_task_page(images):
     md = (images["out"] / "imagenet64.md").read_text()
-    assert "no measured results for this task yet" in md
-    header, body = md_table(md)
+    assert "No measured results." in md
+    header, body = md_table(md.split("## Reported numbers", 1)[1])
     assert ("Restart (36 main steps, 5 restart intervals)", "203") in [(b[0], b[1]) for b in body]
-    assert all(b[header.index("source")].startswith("reported: ") for b in body)
+    assert all(b[header.index("protocol")].startswith("R") for b in body)
     assert "R1" in md and "## Protocols" in md
 
 
@@ -481,16 +482,16 @@ def test_readme_index_best_per_nfe_with_links_and_sha(tmp_path):
     build_quiet(root, tmp_path / "lb", reported=rep)
     readme = (tmp_path / "lb" / "README.md").read_text()
     assert "[gmm8.md](gmm8.md)" in readme and "[gmm8.png](gmm8.png)" in readme and "[LaTeX](gmm8.tex)" in readme
-    assert "2026-03-02T00:00:00+00:00" in readme and "1" * 40 in readme
+    assert "2026-03-02" in readme and "`1111111`" in readme and "1" * 8 not in readme  # short hashes
     header, body = md_table(readme.split("## gmm8")[1])
-    assert header[:4] == ["NFE", "best measured", "mmd ↓", "protocol"]
+    assert header == ["NFE", "best", "mmd ↓", "best classic", "vs best classic", "fit cost", "flags"]
     assert body[0][:3] == ["5", "a", "1.5 ± 6.353"]  # {1, 2}: t(0.975, 1) 0.707 / sqrt 2
-    assert body[0][3] == "[P1, seeds 0, 1](gmm8.md#protocols)"
-    assert body[0][4:] == ["Paper sampler", "0.1", "Paper 2025"]  # beside, not instead
     assert body[1][:2] == ["10", "b"]  # not the oracle
-    assert body[2][0] == "n/a" and body[2][1] == "—" and body[2][4] == "Vague"
+    assert len(body) == 2 and "Paper sampler" not in readme  # reported numbers: on the task's page only
     md = (tmp_path / "lb" / "gmm8.md").read_text()
-    assert "| reported: Paper 2025 |" in md and "**R1** (reported): n=1000, NFE final step counted" in md
+    assert "Paper 2025" in md and "**R1** (reported): n=1000, NFE final step counted" in md
+    # a personal board says nothing of the published suite
+    assert "suite.toml" not in readme and "Only the tasks you ran are here" in readme
 
 
 
@@ -532,7 +533,7 @@ def test_the_index_says_which_results_this_checkout_reproduces(tmp_path):
     write(tmp_path / "r", result("mine", 5, 0, 0.7))  # a plugin not registered here: cannot be checked
     build(tmp_path / "r", tmp_path / "lb")
     line = next(ln for ln in (tmp_path / "lb" / "README.md").read_text().splitlines() if ln.startswith("| [gmm8]"))
-    assert line.endswith("| 2 current; stale: `ipndm`; 1 unchecked |"), line
+    assert line.endswith("| 2 current; 1 rows stale (`ipndm`); 1 unchecked |"), line
 
 
 def test_overhead_is_the_median_over_seeds_and_only_for_methods_that_time_a_base(tmp_path):
@@ -558,21 +559,22 @@ def test_the_index_lays_every_paired_verdict_out_by_task():
     import pandas as pd
 
     from bench.report.markdown import verdict_matrix as _verdict_matrix
-    cols = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_improve", "verdict"]
-    a = pd.DataFrame([[10, "ld3", "ipndm", 5, -0.002, -0.003, -0.001, 1.0, "better"],
-                      [10, "edm", "ipndm", 3, 0.3, 0.2, 0.4, 0.0, "worse"]], columns=cols)
-    b = pd.DataFrame([[10, "ld3", "dpmpp-2m", 5, 0.001, -0.001, 0.002, 0.4, "tie"]], columns=cols)
+    cols = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_improve", "verdict", "close"]
+    a = pd.DataFrame([[10, "ld3", "ipndm", 5, -0.002, -0.003, -0.001, 1.0, "better", False],
+                      [10, "edm", "ipndm", 3, 0.3, 0.2, 0.4, 0.0, "worse", True]], columns=cols)
+    b = pd.DataFrame([[10, "ld3", "dpmpp-2m", 5, 0.001, -0.001, 0.002, 0.4, "tie", False]], columns=cols)
     boards = [dict(task="t1", primary="mmd", paired=a, families={"ld3": "learned schedule", "edm": "classic",
                                                                   "ipndm": "classic"}),
               dict(task="t2", primary="kid", paired=b, families={"ld3": "learned schedule", "dpmpp-2m": "classic"}),
               dict(task="t3", primary="mmd", paired=pd.DataFrame(columns=cols), families={})]
-    rows = [line for line in _verdict_matrix(boards) if line.startswith("| ")]
-    assert rows[0] == "| method | NFE | t1 (mmd) | t2 (kid) |"  # a task without comparisons has no column
-    # classic before learned, each row's cells in task order, fewer seeds said, absent rows dashed
-    assert rows[1:] == ["| dpmpp-2m | 10 | — | reference |",
-                        "| edm | 10 | worse +0.3 (3 seeds) | — |",
-                        "| ipndm | 10 | reference | — |",
-                        "| ld3 | 10 | better -0.002 | tie +0.001 |"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in "\n".join(_verdict_matrix(boards)).splitlines()
+            if line.startswith("|") and not set(line) <= set("|:- ")]
+    assert rows[0] == ["method", "NFE", "t1 (mmd)", "t2 (kid)"]  # a task without comparisons has no column
+    # classic before learned, each row's cells in task order, fewer seeds said, close marked, absent dashed
+    assert rows[1:] == [["dpmpp-2m", "10", "—", "reference"],
+                        ["edm", "10", "worse* +0.3 (3 seeds)", "—"],
+                        ["ipndm", "10", "reference", "—"],
+                        ["ld3", "10", "better -0.002", "tie +0.001"]]
     assert _verdict_matrix(boards[2:]) == []
 
 
@@ -628,4 +630,7 @@ def test_a_row_on_another_denoiser_is_never_the_reference_nor_the_best(tmp_path)
     paired = (tmp_path / "lb" / "gmm8.paired.csv").read_text().splitlines()
     assert [line.split(",")[1:3] for line in paired[1:]] == [["edm", "ipndm"], ["edm@exact", "ipndm"]]
     md = (tmp_path / "lb" / "gmm8.md").read_text()
-    assert "| **ipndm** |" in md and "**edm@exact**" not in md and "never bold, never the reference" in md
+    header, body = md_table(md)
+    assert any(b[0] == "**ipndm**" for b in body) and not any(b[0] == "**edm@exact**" for b in body)
+    exact = next(b for b in body if b[0] == "edm@exact")
+    assert "another denoiser" in exact[header.index("flags")]

@@ -273,7 +273,7 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
                    sample_seconds=mean_of(r.get("sample_seconds") for r in rs), protocols=protocols,
                    n_samples=mean_of(r.get("n_samples") for r in rs), family=family_of(rs[0]["method"]) if rs else "other",
                    files=[rel_path(r, roots) for r in rs], results=rs, overhead=_overhead(rs),
-                   own=all(_on_own(r, own) for r in rs))
+                   own=all(_on_own(r, own) for r in rs), untrained=_untrained(rs))
         for m in metrics:
             vals = [num(r["metrics"][m]) for r in rs if m in r["metrics"]]
             row["mean"][m], row["ci"][m] = mean_ci(vals)
@@ -281,6 +281,17 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
                 row["min"][m] = float(min(vals)) if vals else math.nan
         rows.append(row)
     return rows
+
+
+def _untrained(rs: list[dict]) -> dict | None:
+    """How many of a row's seeds sample exactly as the method's untrained start (``untrained`` of a
+    result: a fit that never moved its sampler), of how many were checked, and the start's name;
+    None for rows without the check (methods without a fit, older results)."""
+    checked = [r["untrained"] for r in rs if isinstance(r.get("untrained"), dict)]
+    if not checked:
+        return None
+    return dict(identical=sum(bool(u.get("identical")) for u in checked), checked=len(checked),
+                start=str(checked[0].get("method", "?")))
 
 
 def _overhead(rs: list[dict]) -> float:
@@ -574,6 +585,22 @@ def choose_samples(b: dict) -> dict | None:
     return dict(file=f"{b['task']}_samples.png", nfe=nfe, seed=seed, indices=list(range(k)), methods=names,
                 files=files, labels=None if labels is None else [int(v) for v in labels[:k]],
                 grid=[x[:k] for x in images])
+
+
+def pair_of(b: dict, e: dict) -> dict | None:
+    """The paired comparison of a measured row with its budget's reference row, or None."""
+    t = b["paired"]
+    if t.empty:
+        return None
+    hit = t[(t["nfe"] == e["nfe"]) & (t["label"] == e["method"])]
+    return None if hit.empty else hit.iloc[0].to_dict()
+
+
+def reference_of(b: dict, nfe: int) -> str | None:
+    """The reference row (best classic solver) at a budget, or None."""
+    t = b["paired"]
+    refs = sorted(set(t.loc[t["nfe"] == nfe, "reference"])) if not t.empty else []
+    return refs[0] if refs else None
 
 
 def verdict(b: dict, e: dict) -> str:

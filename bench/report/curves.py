@@ -71,29 +71,42 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def figure(task: str, curves: dict, families: dict, metric: str, higher: bool):
-    """One panel per NFE budget: every seed's best-so-far curve, one colour per row."""
+    """One panel per NFE budget, three to a row: every seed's best-so-far curve, one colour per row,
+    one legend for the figure below the panels."""
+    import math as _math
+
     import matplotlib
+    import matplotlib.ticker
     from matplotlib.figure import Figure
     budgets = sorted({k[1] for k in curves})
     labels = sorted({k[0] for k in curves})
     colors = {lb: matplotlib.colormaps["tab10"](i % 10) for i, lb in enumerate(labels)}
-    fig = Figure(figsize=(4.4 * len(budgets), 3.6))
-    axes = fig.subplots(1, len(budgets), squeeze=False).ravel()
+    cols = min(3, len(budgets))
+    rows = _math.ceil(len(budgets) / cols)
+    legend_rows = _math.ceil(len(labels) / 3)
+    fig = Figure(figsize=(4.6 * cols, 3.4 * rows + 0.3 * legend_rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    handles = {}
     for ax, nfe in zip(axes, budgets):
         for (label, b, seed), curve in sorted(curves.items()):
             if b != nfe or not curve:
                 continue
             x, y = running_best(curve, higher)
-            ax.step(x, y, where="post", color=colors[label], alpha=0.8, linewidth=1,
-                    label=f"{label} ({families.get(label, 'other')})" if seed == min(
-                        k[2] for k in curves if k[:2] == (label, b)) else None)
+            (line,) = ax.step(x, y, where="post", color=colors[label], alpha=0.8, linewidth=1)
+            handles.setdefault(label, line)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         plots.value_scale(ax, [p["score"] for c in curves.values() for p in c])
         ax.set_title(f"NFE {nfe}", fontsize="medium")
         ax.set_xlabel("fit denoiser evaluations so far")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="x-small")
-    axes[0].set_ylabel(f"best tuning-split {metric} so far ({'higher' if higher else 'lower'} is better)")
+    for ax in axes[len(budgets):]:
+        ax.axis("off")
+    for r in range(rows):
+        axes[r * cols].set_ylabel(f"best tuning {metric} so far\n({'higher' if higher else 'lower'} is better)")
     fig.suptitle(f"{task}: cost to quality of the fits (each line one seed)", fontsize="medium")
-    fig.tight_layout()
+    fig.legend([handles[lb] for lb in labels], [f"{lb} ({families.get(lb, 'other')})" for lb in labels],
+               loc="lower center", ncol=3, fontsize="x-small", frameon=False)
+    fig.tight_layout(rect=(0, 0.3 * legend_rows / fig.get_figheight() + 0.02, 1, 1))
     return fig

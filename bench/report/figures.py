@@ -26,12 +26,39 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _budget_axis(ax, budgets):
+    """NFE budgets on a log axis, every budget a labelled tick and nothing else."""
+    import matplotlib.ticker
+    if budgets and all(bb > 0 for bb in budgets) and len(budgets) > 1:
+        ax.set_xscale("log")
+    if budgets:
+        ax.set_xticks(budgets)
+        ax.set_xticklabels([str(bb) for bb in budgets], fontsize="small")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("NFE budget")
+
+
+LEGEND_CHARS = 70  # characters of x-small legend text across a 4.6-inch panel
+
+
+def _legend_columns(labels) -> int:
+    """As many legend columns (at most 3) as fit the longest label across a panel."""
+    longest = max((len(str(x)) for x in labels), default=1)
+    return max(1, min(3, LEGEND_CHARS // (longest + 6)))
+
+
+def _legend_below(ax, labels):
+    """The legend under the axes, in as many columns as fit: it never covers the lines."""
+    ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=_legend_columns(labels),
+              frameon=False)
+
+
 def quality_png(b: dict) -> bytes:
     """Quality vs NFE, one panel per family of methods (what they change), sharing the y axis, so
-    twenty lines stay readable; reported numbers in a panel of their own."""
+    twenty lines stay readable, each panel's legend below it; reported numbers in a panel of their
+    own, without intervals (a paper gives none)."""
     import matplotlib
     import matplotlib.style
-    import matplotlib.ticker
 
     from bench.method import FAMILIES
     task, primary, higher = b["task"], b["primary"], b["higher"]
@@ -45,12 +72,19 @@ def quality_png(b: dict) -> bytes:
             rep.setdefault(r["method"], []).append(r)
     panels = [f for f in FAMILIES if any(rs[0]["family"] == f for rs in by_label.values())]
     panels += ["reported"] if rep else []
+    entries = {p: (sorted(rep) if p == "reported" else sorted(k for k, rs in by_label.items() if rs[0]["family"] == p))
+               for p in panels}
     # the default style, whatever the user's matplotlibrc says, so the bytes depend on the data only
     with matplotlib.style.context("default"):
         cols = max(1, min(3, len(panels)))
         nrows = max(1, math.ceil(len(panels) / cols))
-        fig = figure((4.6 * cols, 3.6 * nrows))
-        axes = fig.subplots(nrows, cols, sharey=True, squeeze=False).ravel()
+        legend_rows = [max((math.ceil(len(entries[p]) / _legend_columns(entries[p]))
+                            for p in panels[r * cols:(r + 1) * cols]), default=0) for r in range(nrows)]
+        fig = figure((4.6 * cols, sum(3.2 + 0.16 * k + 0.5 for k in legend_rows) + 0.6))
+        grid = fig.add_gridspec(nrows, cols, height_ratios=[3.2 + 0.16 * k for k in legend_rows])
+        axes = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(nrows * cols)]
+        for ax in axes[1:]:
+            ax.sharey(axes[0])
         means = ([r["mean"][primary] for rs in by_label.values() for r in rs]
                  + [r["value"] for rs in rep.values() for r in rs])
         budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs} | {r["nfe"] for rs in rep.values()
@@ -58,13 +92,14 @@ def quality_png(b: dict) -> bytes:
         colors = [matplotlib.colormaps["tab10"](k) for k in range(10)]
         markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
         style = lambda i: dict(color=colors[i % 10], marker=markers[i % len(markers)])  # noqa: E731
+        scale = plots.value_scale(axes[0], means)
         for ax, panel in zip(axes, panels):
-            log_y = plots.value_scale(ax, means) == "log"
             if panel == "reported":
                 for i, label in enumerate(sorted(rep)):
                     rs = sorted(rep[label], key=lambda r: (r["nfe"], r["value"]))
                     ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], linestyle=":", fillstyle="none",
                             linewidth=1.0, label=label, **style(i))
+                ax.set_title("reported (published numbers, no intervals)", fontsize="medium")
             else:
                 labels = sorted(k for k, rs in by_label.items() if rs[0]["family"] == panel)
                 for i, label in enumerate(labels):
@@ -76,26 +111,26 @@ def quality_png(b: dict) -> bytes:
                     has = ~np.isnan(ci)
                     if has.any():
                         lo, hi = y - np.where(has, ci, 0.0), y + np.where(has, ci, 0.0)
-                        if log_y:  # a band reaching zero or below runs off the bottom of a log axis
+                        if scale == "log":  # a band reaching zero or below runs off the bottom of a log axis
                             lo = np.where(lo > 0, lo, y / 10.0)
                         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-            ax.set_title(panel, fontsize="medium")
-            if budgets and all(bb > 0 for bb in budgets) and len(budgets) > 1:
-                ax.set_xscale("log")
-            if budgets:
-                ax.set_xticks(budgets)
-                ax.set_xticklabels([str(bb) for bb in budgets], fontsize="small")
-                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-            ax.set_xlabel("NFE budget")
+                ax.set_title(f"{panel} (measured)", fontsize="medium")
+            _budget_axis(ax, budgets)
             ax.grid(True, which="major", alpha=0.3)
-            ax.legend(fontsize="x-small")
+            _legend_below(ax, entries[panel])
         for ax in axes[len(panels):]:
             ax.axis("off")
         if not panels:
             axes[0].axis("on")
             axes[0].text(0.5, 0.5, "no successful results", ha="center", va="center", transform=axes[0].transAxes)
-        axes[0].set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
-        fig.suptitle(f"{task}: {primary} vs NFE (mean, 95% interval over seeds)", fontsize="medium")
+        for i, ax in enumerate(axes):
+            if i % cols:
+                ax.tick_params(labelleft=False)
+        for r in range(nrows):
+            axes[r * cols].set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
+        measured = "measured: mean and 95% t-interval over seeds" if by_label else ""
+        fig.suptitle(f"{task}: {primary} against NFE; " + "; ".join(
+            x for x in (measured, "reported: published numbers" if rep else "") if x), fontsize="medium")
         fig.tight_layout()
         return png(fig)
 
@@ -104,13 +139,43 @@ def fit_png(b: dict) -> bytes:
     import matplotlib.style
     with matplotlib.style.context("default"):
         return png(curves.figure(b["task"], b["fit_curves"], b["families"], b["primary"],
-                                  b["higher"].get(b["primary"], False)))
+                                 b["higher"].get(b["primary"], False)))
+
+
+def _front(points: list[tuple], higher: bool) -> set:
+    """Indices of the points (cost, value) no other point beats on both cost and value."""
+    better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
+    out = set()
+    for i, (c, v) in enumerate(points):
+        if not any((c2 <= c and (better(v2, v) or v2 == v) and (c2 < c or better(v2, v)))
+                   for j, (c2, v2) in enumerate(points) if j != i):
+            out.add(i)
+    return out
+
+
+def _labels(fig, ax, pts):
+    """``method @NFE`` beside each point, moved to the first of a few offsets where it overlaps no
+    label placed before (display coordinates, an estimate of the text's box)."""
+    fig.canvas.draw()  # the scales are final: data to display coordinates is known
+    placed = []
+    for p in sorted(pts, key=lambda p: (p[3], p[4])):
+        text = f"{p[1]} @{p[2]}"
+        x, y = ax.transData.transform((p[3], p[4]))
+        x, y = x * 72 / fig.dpi, y * 72 / fig.dpi  # in points, as the offsets
+        w, h = 4.2 * len(text) + 2, 10
+        for dx, dy in ((4, 3), (4, -12), (-w - 4, 3), (-w - 4, -12), (4, 14), (4, -24)):
+            box = (x + dx, y + dy, x + dx + w, y + dy + h)
+            if not any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (p[3], p[4]), fontsize=7, xytext=(dx, dy), textcoords="offset points")
 
 
 def cost_png(b: dict) -> bytes:
     """Quality against the total cost of the samples behind a row: its fit's denoiser evaluations
     plus the sampling NFE per sample times the samples drawn; one marker per row, one colour per
-    family, labelled with the method and NFE budget."""
+    family. Labelled: the rows on the cost-quality front (none cheaper and better) and the best row
+    at each NFE budget (a star); every other row is an unlabelled dot, so labels never pile up."""
     import matplotlib
     import matplotlib.style
 
@@ -118,30 +183,37 @@ def cost_png(b: dict) -> bytes:
     task, primary, higher = b["task"], b["primary"], b["higher"]
     pts = [(r["family"], r["method"], r["nfe"], (r["fit_nfe"] if not math.isnan(r["fit_nfe"]) else 0.0)
             + r["nfe_measured"] * r["n_samples"], r["mean"][primary]) for r in b["rows"]
-           if r["family"] != "floor" and not math.isnan(r["mean"].get(primary, math.nan))
+           if r["family"] != "floor" and r["own"] and not math.isnan(r["mean"].get(primary, math.nan))
            and not math.isnan(r["n_samples"]) and not math.isnan(r["nfe_measured"])]
+    best = {(row["method"], row["nfe"]) for rows in b["best"].values() for row in rows}
+    hi = higher.get(primary, False)
+    front = _front([(p[3], p[4]) for p in pts], hi)
     with matplotlib.style.context("default"):
-        fig = figure((7.2, 4.8))
+        fig = figure((8.4, 5.6))
         ax = fig.add_subplot()
         colors = {f: matplotlib.colormaps["tab10"](k) for k, f in enumerate(FAMILIES)}
         for fam in FAMILIES:
             mine = [p for p in pts if p[0] == fam]
             if mine:
-                ax.scatter([p[3] for p in mine], [p[4] for p in mine], color=colors[fam], label=fam, s=18)
-                for p in mine:
-                    ax.annotate(f"{p[1]}@{p[2]}", (p[3], p[4]), fontsize=5, alpha=0.7, xytext=(2, 2),
-                                textcoords="offset points")
+                ax.scatter([p[3] for p in mine], [p[4] for p in mine], color=colors[fam], label=fam, s=16, alpha=0.8)
+        stars = [p for p in pts if (p[1], p[2]) in best]
+        if stars:
+            ax.scatter([p[3] for p in stars], [p[4] for p in stars], marker="*", s=140, facecolor="none",
+                       edgecolor="k", linewidth=0.9, label="best at its NFE")
         if pts:
             ax.set_xscale("log")
             plots.value_scale(ax, [p[4] for p in pts])
-            ax.legend(fontsize="x-small")
+        _labels(fig, ax, [p for i, p in enumerate(pts) if i in front or (p[1], p[2]) in best])
+        if pts:
+            ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         else:
             ax.text(0.5, 0.5, "no successful results", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("total denoiser evaluations: fit + NFE per sample x samples")
-        ax.set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
-        ax.set_title(f"{task}: quality against total cost", fontsize="medium")
+        ax.set_ylabel(f"{primary} ({'higher' if hi else 'lower'} is better)")
+        ax.set_title(f"{task}: quality against total cost (labelled: the cost-quality front and the best per NFE)",
+                     fontsize="medium")
         ax.grid(True, which="major", alpha=0.3)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 0.82, 1))  # the legend sits right of the axes
         return png(fig)
 
 

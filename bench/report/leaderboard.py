@@ -177,7 +177,7 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
     if task is None:
         if "md" in formats:
             path = out / "README.md"
-            atomic_write_bytes(path, index(boards, formats))
+            atomic_write_bytes(path, index(boards, formats, published=published))
             written.append(path)
         _warn_stale(out, written, formats)
     return written

@@ -7,15 +7,19 @@ import re
 
 
 from bench.report import coverage, curves, paired
-from bench.report.board import is_floor, protocol_text, row_protocol, seed_text, verdict
+from bench.report.board import is_floor, pair_of, protocol_text, reference_of, row_protocol, seed_text, verdict
 
 
 def _code_text(c: dict) -> str:
+    """``all 340 current``, or how many are current and which rows are stale (the first three)."""
     if not c["current"] and not c["stale"] and not c["unknown"]:
         return "—"
+    if not c["stale"] and not c["unknown"]:
+        return f"all {c['current']} current"
     parts = [f"{c['current']} current"]
     if c["stale"]:
-        parts.append("stale: " + ", ".join(f"`{x}`" for x in c["stale"]))
+        names = ", ".join(f"`{x}`" for x in c["stale"][:3]) + (", …" if len(c["stale"]) > 3 else "")
+        parts.append(f"{len(c['stale'])} rows stale ({names})")
     if c["unknown"]:
         parts.append(f"{c['unknown']} unchecked")
     return "; ".join(parts)
@@ -41,83 +45,137 @@ def arrow(higher: dict, m: str) -> str:
     return "↑" if higher.get(m, False) else "↓"
 
 
+def short_sha(sha) -> str:
+    """A commit as people cite it: 7 hex digits (and ``-dirty`` when the tree was)."""
+    text = str(sha or "unknown")
+    base, dirty = (text[:-6], "-dirty") if text.endswith("-dirty") else (text, "")
+    return (base[:7] if re.fullmatch(r"[0-9a-f]{8,40}", base) else base) + dirty
+
+
+def verdict_cell(b: dict, e: dict) -> str:
+    """``better -0.0012`` (``*``: close, p between 0.01 and 0.10), ``reference``, or ``—``."""
+    hit = pair_of(b, e)
+    if hit is None:
+        return verdict(b, e)
+    if hit["verdict"] == "n/a":
+        return f"n/a ({hit['seeds']} common seeds)"
+    sign = "+" if hit["diff"] > 0 else ""
+    return f"{hit['verdict']}{'*' if hit['close'] else ''} {sign}{md_num(hit['diff'])}"
+
+
+def flags(b: dict, e: dict) -> str:
+    """What a reader must know before citing a row: failed seeds, privileged knowledge, a fit whose
+    samples equal its untrained start's (it never moved)."""
+    out = []
+    u = e.get("untrained")
+    if u and u["identical"]:
+        out.append(f"= untrained start ({u['start']}) in {u['identical']} of {u['checked']} seeds")
+    if e["failed"]:
+        out.append(f"{e['failed']} failed")
+    if e["method"] in b["privileged"]:
+        out.append("privileged")
+    if not e["own"]:
+        out.append("another denoiser")
+    if is_floor(e):
+        out.append("noise floor")
+    return "; ".join(out) or ""
+
+
+def _cost(e: dict) -> str:
+    if math.isnan(e["fit_nfe"]) or not e["fit_nfe"]:
+        return "—"
+    return f"{md_num(e['fit_nfe'])} NFE, {duration_text(e['fit_seconds'])}"
+
+
+def duration_text(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "n/a"
+    seconds = float(seconds)
+    return f"{seconds:.3g} s" if seconds < 90 else f"{seconds / 60:.3g} min" if seconds < 5400 else \
+        f"{seconds / 3600:.3g} h"
+
+
 def page(b: dict) -> bytes:
+    """A task's page: the main table (primary metric, verdict, fit cost, flags: what a reader needs,
+    in nine columns), every metric in a second table, the reported numbers in a third, then the
+    paired comparisons, the fits' cost to quality, the overhead, samples and protocols."""
     task, primary, higher, order = b["task"], b["primary"], b["higher"], b["order"]
     mins = b["aggregate"] == "min" and primary in b["metrics"]
     title = f"# Leaderboard: {task}" + (f" (v{b['version']})" if b["version"] is not None else "")
     lines = [title, ""]
-    lines.append(f"Primary metric: **{primary or 'n/a'}** ({'higher' if higher.get(primary, False) else 'lower'} "
-                 f"is better; ↑/↓ mark each metric's direction). Measured rows: mean ± the larger side of the 95% "
-                 f"percentile bootstrap interval over seeds (scipy.stats.bootstrap; n/a with one seed); failed runs "
-                 f"are counted, not averaged. Bold: the best measured mean on {primary or 'the primary metric'} at "
-                 f"each NFE budget, a ranking, not a claim: whether a row beats the reference is the paired column's "
-                 f"verdict (better or worse only when the paired interval excludes 0, else tie)."
-                 + (" Rows with measured NFE 0 (true samples, e.g. `oracle`) are the metrics' noise floor, never "
-                    "bold." if any(is_floor(r) for r in b["rows"]) else "")
-                 + (" Rows on another denoiser than the task's own (`method@denoiser`, e.g. the exact posterior "
-                    "mean) sample another model: never bold, never the reference."
-                    if any(not r["own"] for r in b["rows"]) else "")
-                 + (f" The task follows EDM's protocol of the minimum over seed sets: the column "
-                    f"\"{primary} min over seeds\" gives it beside the mean." if mins else ""))
-    if b["reported"]:
-        lines += ["", "Rows whose source is **reported** are published numbers (the source column names the paper), "
-                      "shown beside the measured ones under their own protocol; they are not measured here and never "
-                      "enter a mean, an interval or the bold best."]
+    n = b["newest"]
+    lines.append(f"Primary metric: **{primary or 'n/a'}** ({'higher' if higher.get(primary, False) else 'lower'} is "
+                 f"better). Mean ± the half-width of the 95% t-interval over seeds. *vs reference*: the paired "
+                 f"verdict against the best classic solver at the budget (better or worse only when the paired "
+                 f"95% t-interval excludes 0; `*` a close verdict, p between 0.01 and 0.10) and the mean paired "
+                 f"difference. Bold: the best mean at each budget, a ranking, not a claim. *fit*: the denoiser "
+                 f"evaluations and time of one fit (mean over seeds). *flags*: a learned row whose samples equal "
+                 f"its untrained start's (the fit never moved), failed seeds, privileged knowledge, another "
+                 f"denoiser, a noise floor."
+                 + (" EDM's protocol, the minimum over seed sets, is the column *min over seeds*." if mins else ""))
     lines.append("")
-    if b["newest"] is not None:
-        n = b["newest"]
-        lines.append(f"Newest result: {n.get('created', 'unknown')}, git {n.get('git_sha', 'unknown')}"
-                     + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "") + ".")
-    else:
-        lines.append("Newest result: none (no measured results for this task yet; reported numbers only).")
-    lines += ["", "Columns: *measured NFE* is the denoiser evaluations per sample, counted, never declared "
-                  "(Heun with N steps spends 2N-1, so a budget of 10 spends 9)"
-              + "".join(f"; *{m}*: {text}" for m, text in b["notes"].items()) + "."]
+    lines.append("Newest result: " + ("none (reported numbers only)." if n is None else
+                                      f"{n.get('created', 'unknown')}, git `{short_sha(n.get('git_sha'))}`"
+                                      + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "")
+                                      + "."))
     if b["differ"]:
         lines += ["", f"**Warning:** the measured results differ in {', '.join(b['differ'])}; rows under different "
                       f"protocols may not be comparable."]
+    close = int(b["paired"]["close"].sum()) if not b["paired"].empty else 0
+    if not b["paired"].empty:
+        t = b["paired"]
+        lines += ["", f"Verdicts: {int((t['verdict'] == 'better').sum())} better, {int((t['verdict'] == 'worse').sum())} "
+                      f"worse, {int((t['verdict'] == 'tie').sum())} tie; {close} close to the line; "
+                      f"{int((t['verdict'] != t['boot_verdict']).sum())} differ from the percentile bootstrap's."]
     lines.append("")
-    header = (["method", "NFE (budget)", "measured NFE", "seeds", "failed"]
-              + [f"{m} {arrow(higher, m)}" for m in order]
-              + ([f"{primary} min over seeds {arrow(higher, primary)}"] if mins else [])
-              + [f"paired vs reference ({primary})", "fit NFE", "fit s", "sample s", "source", "protocol"])
-    align = ["left"] + ["right"] * (len(header) - 7) + ["left"] + ["right"] * 3 + ["left", "left"]
-    body = []
+    measured = [e for e in b["table"] if e["kind"] == "measured"]
     best = {(row["method"], row["nfe"]) for rs in b["best"].values() for row in rs}
-    for e in b["table"]:
-        if e["kind"] == "measured":
-            bold = (e["method"], e["nfe"]) in best
-            cells = [md_text(e["method"]), str(e["nfe"]), md_num(e["nfe_measured"]), str(e["seeds"]),
-                     str(e["failed"])]
-            for m in order:
-                mean, ci = e["mean"][m], e["ci"][m]
-                cell = "—" if math.isnan(mean) else f"{md_num(mean)} ± {md_num(ci)}"
-                cells.append(f"**{cell}**" if bold and m == primary else cell)
-            if mins:
-                cells.append("—" if math.isnan(e["min"][primary]) else md_num(e["min"][primary]))
-            if bold:
-                cells[0] = f"**{cells[0]}**"
-            cells += [verdict(b, e), md_num(e["fit_nfe"]), md_num(e["fit_seconds"]),
-                      md_num(e["sample_seconds"]), "measured", row_protocol(e)]
-            if e["method"] in b["privileged"]:
-                cells[0] += " (privileged)"
-        else:
-            cells = [md_text(e["method"]), "n/a" if e["nfe"] is None else str(e["nfe"]), "—", "—", "—"]
-            cells += [e["value_text"] if m == e["metric"] else "—" for m in order]
-            cells += (["—"] if mins else []) + ["—", "—", "—", "—", f"reported: {md_text(e['source'])}",
-                                                row_protocol(e)]
-        body.append(cells)
-    lines.append(pipe_table(header, body, align))
+    header = ["method", "NFE", "seeds", f"{primary} {arrow(higher, primary)}"] \
+        + ([f"min over seeds {arrow(higher, primary)}"] if mins else []) \
+        + ["vs reference", "fit", "flags", "protocol"]
+    body = []
+    for e in measured:
+        bold = (e["method"], e["nfe"]) in best
+        mean, ci = e["mean"].get(primary, math.nan), e["ci"].get(primary, math.nan)
+        cell = "—" if math.isnan(mean) else f"{md_num(mean)} ± {md_num(ci)}"
+        body.append([f"**{md_text(e['method'])}**" if bold else md_text(e["method"]), str(e["nfe"]), str(e["seeds"]),
+                     f"**{cell}**" if bold and cell != "—" else cell]
+                    + ([md_num(e["min"].get(primary))] if mins else [])
+                    + [verdict_cell(b, e), _cost(e), flags(b, e), row_protocol(e)])
+    if body:
+        lines.append(pipe_table(header, body, ["left", "right", "right", "right"] + (["right"] if mins else [])
+                                + ["left", "right", "left", "left"]))
+    else:
+        lines.append("No measured results.")
     lines += ["", f"Also as [CSV]({task}.csv), [JSON]({task}.json) and [LaTeX]({task}.tex) (booktabs).", "",
-              f"![]({task}.png)", "", f"Quality against total cost (fit plus sampling denoiser evaluations):", "",
+              f"![]({task}.png)", "", "Quality against total cost (fit plus sampling denoiser evaluations):", "",
               f"![]({task}.cost.png)", ""]
+    others = [m for m in order if m != primary]
+    if measured and others:
+        lines += ["## Every metric", "", "Mean ± 95% t-interval half-width over seeds; measured NFE is the denoiser "
+                  "evaluations per sample, counted (Heun with N steps spends 2N-1)"
+                  + "".join(f"; *{m}*: {text}" for m, text in b["notes"].items()) + ".", ""]
+        rows = [[md_text(e["method"]), str(e["nfe"]), md_num(e["nfe_measured"])]
+                + ["—" if math.isnan(e["mean"].get(m, math.nan)) else f"{md_num(e['mean'][m])} ± {md_num(e['ci'][m])}"
+                   for m in others] + [md_num(e["sample_seconds"])] for e in measured]
+        lines += [pipe_table(["method", "NFE", "measured NFE"] + [f"{m} {arrow(higher, m)}" for m in others]
+                             + ["sample s"], rows, ["left", "right", "right"] + ["right"] * len(others) + ["right"]), ""]
+    reported = [e for e in b["table"] if e["kind"] == "reported"]
+    if reported:
+        lines += ["## Reported numbers", "", "Published numbers (the source names the paper, "
+                  "[references.md](references.md) quotes it), under their own protocol: not measured here, never "
+                  "averaged with the measured rows, never bold.", ""]
+        lines += [pipe_table(["method", "NFE", "metric", "value", "source", "protocol"],
+                             [[md_text(e["method"]), "n/a" if e["nfe"] is None else str(e["nfe"]), e["metric"],
+                               e["value_text"], md_text(e["source"]), row_protocol(e)] for e in reported],
+                             ["left", "right", "left", "right", "left", "left"]), ""]
     lines += ["## Paired comparisons", "",
               f"Each row against the reference row at its NFE budget (the best classic solver there on the task's "
-              f"own denoiser), seed by seed on "
-              f"{primary}: the mean paired difference ({'positive' if higher.get(primary, False) else 'negative'} "
-              f"is better), its 95% percentile bootstrap interval over seeds (scipy.stats.bootstrap, 10,000 resamples), "
-                "the probability of improvement, and the verdict: better or worse only when the interval excludes "
-                "0, otherwise tie.", "", paired.markdown(b["paired"], primary), ""]
+              f"own denoiser), seed by seed on {primary}: the mean paired difference "
+              f"({'positive' if higher.get(primary, False) else 'negative'} is better), its 95% paired t-interval "
+              f"and p-value, the 95% percentile bootstrap interval beside it (10,000 resamples; over 3 seeds it is "
+              f"[min, max] and covers far less than 95%), the probability of improvement, and the verdict by the "
+              f"t-interval (`*`: close).", "", paired.markdown(b["paired"], primary), ""]
     if b["fit_curves"]:
         lines += ["## Fit cost to quality", "", "The task's primary metric on the tuning split against the fit's "
                   "denoiser evaluations so far (a search's candidates as the grid grows, a learned sampler's "
@@ -128,16 +186,16 @@ def page(b: dict) -> bytes:
                   "seed is then an upper bound too (≤).", "",
                   curves.markdown(b["cost_ratios"]), "",
                   f"![]({task}.fit.png)", ""]
-    over = [e for e in b["table"] if e["kind"] == "measured" and not math.isnan(e["overhead"])]
+    over = [e for e in measured if not math.isnan(e["overhead"])]
     if over:
         lines += ["## Inference overhead", "", "Sampling time beyond the method's own base solver on EDM's schedule at "
                   "the same budget, both timed in the same run on the same samples (`overhead.ratio` of each result; "
                   "median over seeds, one timing each, so a loaded machine moves it: "
                   "`tests/benchmarks/test_irl_overhead.py` interleaves the two for a steadier figure).", "",
                   pipe_table(["method", "NFE (budget)", "seeds", "overhead", "sample s"],
-                              [[md_text(e["method"]), str(e["nfe"]), str(e["seeds"]), f"{100 * e['overhead']:+.1f}%",
-                                md_num(e["sample_seconds"])] for e in over],
-                              ["left", "right", "right", "right", "right"]), ""]
+                             [[md_text(e["method"]), str(e["nfe"]), str(e["seeds"]), f"{100 * e['overhead']:+.1f}%",
+                               md_num(e["sample_seconds"])] for e in over],
+                             ["left", "right", "right", "right", "right"]), ""]
     s = b["samples"]
     if s is not None:
         lines += ["## Samples", "", f"![{task}: samples per method]({s['file']})", "",
@@ -157,38 +215,37 @@ def page(b: dict) -> bytes:
     return "\n".join(lines).encode()
 
 
-def index(boards: list[dict], formats: tuple[str, ...]) -> bytes:
-    lines = ["# Leaderboards", "",
-             "Generated by `python -m bench leaderboard` from the result files in [`results/`](results/) and the "
-             "published numbers in [`reported.csv`](reported.csv); do not edit by hand: rebuilding from the same "
-             "files gives the same bytes. The published boards are regenerated, runs included, by "
-             "`python -m bench suite leaderboards/suite.toml`; the commit(s) behind each task's rows are listed "
-             "below (`-dirty`: made from a tree with uncommitted changes). A result records the version of the "
-             "code that made it (the harness, its task and its method); *code* counts the results whose version "
-             "is this checkout's, which this one commit therefore reproduces, and names the rows whose code "
-             "changed since (stale: the suite command reruns them).", "",
-             "Per task: the best **measured** method at each NFE budget by the task's primary metric (mean ± 95% "
-             "bootstrap interval over seeds), and beside it the best **reported** (published) number at that NFE "
-             "with its source. Reported numbers are never averaged with or ranked against measured ones; protocols "
-             "(P = measured, R = reported) are spelled out on each task's page.", "",
-             ]
-    manifest = any("coverage" in b for b in boards)
-    if manifest:
-        lines += ["*manifest* counts the runs (row, NFE, seed) that [`suite.toml`](suite.toml) lists for the task "
-                  "and how many of them have a result here; each task's section below names the rows still to run.",
-                  ""]
-    lines += ["| task | primary metric | measured rows | reported numbers | newest result | results from commit(s) | code |"
-              + (" manifest |" if manifest else ""),
-              "|:--|:--|--:|--:|:--|:--|:--|" + ("--:|" if manifest else "")]
+def index(boards: list[dict], formats: tuple[str, ...], published: bool = False) -> bytes:
+    """The index: per task and NFE budget the best row, its verdict against the best classic solver
+    and its fit cost, then every verdict across tasks. The published boards say how to regenerate
+    them and how much of the manifest is done; a user's own say only what their results hold."""
+    if published:
+        intro = ("Generated by `python -m bench leaderboard --published` from the result files in "
+                 "[`results/`](results/) and the published numbers in [`reported.csv`](reported.csv) (sources "
+                 "quoted in [`references.md`](references.md)); do not edit by hand: rebuilding from the same files "
+                 "gives the same bytes. Every run is regenerated by `python -m bench suite leaderboards/suite.toml "
+                 "--jobs 2` from one commit; *code* counts the results made by this checkout's code (a stale one "
+                 "is rerun by that command), *manifest* the runs of [`suite.toml`](suite.toml) that have a result.")
+    else:
+        intro = ("Generated by `python -m bench leaderboard` from your result files; rebuilding from the same files "
+                 "gives the same bytes. Only the tasks you ran are here.")
+    lines = ["# Leaderboards", "", intro, "",
+             "Per task and NFE budget: the best measured row (mean ± 95% t-interval over seeds), its paired "
+             "verdict against the best classic solver there (better or worse only when the paired 95% t-interval "
+             "excludes 0; `*` close: p between 0.01 and 0.10) and what its fit cost. A learned row equal to its "
+             "untrained start in some seed is flagged. Reported (published) numbers are on each task's page, never "
+             "ranked with measured ones.", ""]
+    manifest = published and any("coverage" in b for b in boards)
+    head = ["task", "primary metric", "rows", "newest result", "commits", "code"] + (["manifest"] if manifest else [])
+    body = []
     for b in boards:
         n = b["newest"]
-        lines.append(f"| [{b['task']}](#{_anchor(b['task'])}) | {b['primary']} {arrow(b['higher'], b['primary'])} | "
-                     f"{len(b['rows'])} | {len(b['reported'])} | "
-                     + ("—" if n is None else f"{n.get('created', 'unknown')}, git `{n.get('git_sha', 'unknown')}`")
-                     + " | " + (", ".join(f"`{sha}`" for sha in sorted(b["shas"])) or "—") + " | "
-                     + _code_text(b["code"]) + " |" + (f" {_coverage_count(b)} |" if manifest else ""))
-    lines.append("")
-    lines += verdict_matrix(boards)
+        body.append([f"[{b['task']}](#{_anchor(b['task'])})", f"{b['primary']} {arrow(b['higher'], b['primary'])}",
+                     str(len(b["rows"])), "—" if n is None else str(n.get("created", "unknown"))[:10],
+                     ", ".join(f"`{short_sha(sha)}`" for sha in sorted(b["shas"])) or "—", _code_text(b["code"])]
+                    + ([_coverage_count(b)] if manifest else []))
+    lines += [pipe_table(head, body, ["left"] * len(head)), ""]
+    lines += verdict_summary(boards)
     for b in boards:
         task, primary, higher = b["task"], b["primary"], b["higher"]
         lines += [f"## {task}", ""]
@@ -199,49 +256,51 @@ def index(boards: list[dict], formats: tuple[str, ...]) -> bytes:
             links.append(f"plot: [{task}.png]({task}.png)")
             if b["samples"] is not None:
                 links.append(f"samples: [{b['samples']['file']}]({b['samples']['file']})")
-        lines.append(" · ".join(links))
-        lines.append("")
-        n = b["newest"]
-        version = f" (task version {b['version']})" if b["version"] is not None else ""
-        lines.append(f"Primary metric: **{primary}** ({'higher' if higher.get(primary, False) else 'lower'} is "
-                     f"better){version}. " + (
-                         f"Newest result behind it: {n.get('created', 'unknown')}, git `{n.get('git_sha', 'unknown')}`"
-                         + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "") + "."
-                         if n is not None else "No measured results yet: reported numbers only."))
-        lines.append("")
-        c = b.get("coverage")
+        lines += [" · ".join(links), ""]
+        c = b.get("coverage") if published else None
         if c and c["missing"]:
             lines += [f"Not yet run ({c['listed'] - c['done']} of the manifest's {c['listed']} runs of this task; "
-                      f"a budget alone: all its seeds): "
-                      f"{md_text(coverage.missing_text(c['missing']))}.", ""]
-        budgets = sorted(set(b["best"]) | {x for x in b["best_reported"] if x is not None})
-        if None in b["best_reported"]:
-            budgets.append(None)
-        if not budgets:
-            lines += ["No successful results.", ""]
+                      f"a budget alone: all its seeds): {md_text(coverage.missing_text(c['missing']))}.", ""]
+        if not b["best"]:
+            lines += ["No measured results" + (" (reported numbers only: see the task's page)." if b["reported"]
+                                               else "."), ""]
             continue
-        direction = arrow(higher, primary)
-        header = ["NFE", "best measured", f"{primary} {direction}", "protocol"]
-        if b["reported"]:
-            header += ["best reported", f"{primary} {direction} (reported)", "source"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["--:", ":--", "--:", ":--"] + ([":--", "--:", ":--"] if b["reported"] else []))
-                     + "|")
-        for nfe in budgets:
-            rows = b["best"].get(nfe, [])
-            if rows:
-                cells = [str(nfe), ", ".join(md_text(r["method"]) for r in rows),
-                         f"{md_num(rows[0]['mean'][primary])} ± {md_num(rows[0]['ci'][primary])}",
-                         "; ".join(f"[{row_protocol(r)}]({task}.md#protocols)" for r in rows)]
-            else:
-                cells = ["n/a" if nfe is None else str(nfe), "—", "—", "—"]
-            if b["reported"]:
-                rep = b["best_reported"].get(nfe, [])
-                cells += ([", ".join(md_text(r["method"]) for r in rep), rep[0]["value_text"],
-                           "; ".join(sorted({md_text(r["source"]) for r in rep}))] if rep else ["—", "—", "—"])
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = []
+        for nfe in sorted(b["best"]):
+            e = b["best"][nfe][0]
+            ref = reference_of(b, nfe)
+            rows.append([str(nfe), ", ".join(md_text(r["method"]) for r in b["best"][nfe]),
+                         f"{md_num(e['mean'][primary])} ± {md_num(e['ci'][primary])}",
+                         "—" if ref is None else md_text(ref), verdict_cell(b, e), _cost(e), flags(b, e)])
+        lines += [pipe_table(["NFE", "best", f"{primary} {arrow(higher, primary)}", "best classic", "vs best classic",
+                              "fit cost", "flags"], rows, ["right", "left", "right", "left", "left", "right", "left"]),
+                  ""]
+    lines += verdict_matrix(boards)
     return "\n".join(lines).encode()
+
+
+def verdict_summary(boards: list[dict]) -> list[str]:
+    """How many verdicts each task has, how many are close to the line, and how many the percentile
+    bootstrap (v2's interval) would call otherwise."""
+    shown = [b for b in boards if not b["paired"].empty]
+    if not shown:
+        return []
+    rows, total = [], dict(n=0, better=0, worse=0, tie=0, close=0, changed=0)
+    for b in shown:
+        t = b["paired"][b["paired"]["verdict"] != "n/a"]
+        k = dict(n=len(t), better=int((t["verdict"] == "better").sum()), worse=int((t["verdict"] == "worse").sum()),
+                 tie=int((t["verdict"] == "tie").sum()), close=int(t["close"].sum()),
+                 changed=int((t["verdict"] != t["boot_verdict"]).sum()))
+        for key in total:
+            total[key] += k[key]
+        rows.append([b["task"]] + [str(k[key]) for key in total])
+    rows.append(["all"] + [str(total[key]) for key in total])
+    return ["## Verdicts", "", "Paired verdicts against the best classic solver at each budget: better / worse / tie "
+            "by the 95% paired t-interval; *close*: p between 0.01 and 0.10 (a few more seeds could flip it); "
+            "*differ from bootstrap*: verdicts the 95% percentile bootstrap over seeds would give otherwise "
+            "(protocol v2's interval; at 3-5 seeds it covers 70-85%, so it calls more differences).", "",
+            pipe_table(["task", "verdicts", "better", "worse", "tie", "close", "differ from bootstrap"], rows,
+                       ["left"] + ["right"] * 6), ""]
 
 
 def _coverage_count(b: dict) -> str:
@@ -260,7 +319,8 @@ def verdict_matrix(boards: list[dict]) -> list[str]:
         t = b["paired"]
         most = int(t["seeds"].max())
         for r in t.itertuples(index=False):
-            text = r.verdict if r.verdict == "n/a" else f"{r.verdict} {'+' if r.diff > 0 else ''}{md_num(r.diff)}"
+            text = r.verdict if r.verdict == "n/a" else \
+                f"{r.verdict}{'*' if r.close else ''} {'+' if r.diff > 0 else ''}{md_num(r.diff)}"
             cells.setdefault((r.label, int(r.nfe)), {})[b["task"]] = text + (f" ({r.seeds} seeds)" if r.seeds < most else "")
         for nfe, ref in sorted(set(zip(t["nfe"], t["reference"]))):
             cells.setdefault((ref, int(nfe)), {})[b["task"]] = "reference"
@@ -274,13 +334,12 @@ def verdict_matrix(boards: list[dict]) -> list[str]:
              "Each row against the reference row of its task at its NFE budget (the best classic solver there on "
              "the task's own denoiser), "
              "paired over seeds on the task's primary metric: *better* or *worse* only when the paired 95% "
-             "bootstrap interval excludes 0, with the mean paired difference (negative is better for a metric "
-             "to be lowered); the seed count where a row has fewer seeds than the task's others; — where the "
-             "row was not run. Each task's page has the intervals.", "",
-             "| method | NFE | " + " | ".join(f"{b['task']} ({b['primary']})" for b in shown) + " |",
-             "|:--|--:|" + ":--|" * len(tasks)]
-    for label, nfe in keys:
-        lines.append(f"| {md_text(label)} | {nfe} | " + " | ".join(cells[label, nfe].get(t, "—") for t in tasks) + " |")
+             "t-interval excludes 0 (`*`: close, p between 0.01 and 0.10), with the mean paired difference "
+             "(negative is better for a metric to be lowered); the seed count where a row has fewer seeds than "
+             "the task's others; — where the row was not run. Each task's page has the intervals.", ""]
+    rows = [[md_text(label), str(nfe)] + [cells[label, nfe].get(t, "—") for t in tasks] for label, nfe in keys]
+    lines.append(pipe_table(["method", "NFE"] + [f"{b['task']} ({b['primary']})" for b in shown], rows,
+                            ["left", "right"] + ["left"] * len(tasks)))
     return lines + [""]
 
 

@@ -6,6 +6,7 @@ import math
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, LogLocator, NullLocator
 
 from bench.engine.io import atomic_write_bytes
 
@@ -24,12 +25,33 @@ def value_scale(ax, values) -> str:
     finite = [float(x) for x in values if math.isfinite(x)]
     if finite and all(x > 0 for x in finite):
         ax.set_yscale("log")
+        if max(finite) < 100 * min(finite):  # under two decades: label 1, 2, 5 of each, or no tick shows
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+            ax.yaxis.set_minor_locator(NullLocator())
         return "log"
     mags = sorted(abs(x) for x in finite if x != 0)
     if mags and mags[-1] > 100 * mags[0]:
-        ax.set_yscale("symlog", linthresh=mags[len(mags) // 10])
+        lin = mags[len(mags) // 10]
+        ax.set_yscale("symlog", linthresh=lin)
+        ax.yaxis.set_major_locator(FixedLocator(_symlog_ticks(finite, lin)))
+        ax.yaxis.set_minor_locator(NullLocator())
         return "symlog"
     return "linear"
+
+
+def _symlog_ticks(values, lin: float) -> list[float]:
+    """0 and the signed decades beyond the linear range ``lin`` that the values reach, the first one
+    decade clear of it (a tick at +-lin would print on top of the one at 0)."""
+    first = math.floor(math.log10(lin)) + 1
+    ticks = [0.0]
+    for sign in (1, -1):
+        reach = max((abs(v) for v in values if v * sign > 0), default=0.0)
+        if reach > 0:
+            last = math.ceil(math.log10(reach))
+            step = max(1, math.ceil((last - first + 1) / 5))  # at most about five decades labelled per side
+            ticks += [sign * 10.0**k for k in range(first, last + 1, step)]
+    return sorted(ticks)
 
 
 def action_distribution(path, ticks, probs, families: dict, xlabel: str = "sigma at the step"):
