@@ -313,3 +313,14 @@ def test_compare_says_why_there_is_nothing_to_pair(tmp_path, capsys):
     bench.run("euler", "gmm8", nfe=5, seeds=[0, 1, 2], samples=64, out=tmp_path, progress=False)
     rc, out, _ = cli(capsys, "compare", "euler", "--task", "gmm8", "--results", tmp_path)
     assert rc == 0 and "No other row of gmm8 has results" in out and "classic reference" not in out
+
+
+def test_a_suite_replaces_results_of_another_configuration_and_says_so(tmp_path, capsys):
+    """The manifest says what each result is: a result of another configuration under its label (a
+    changed default, another sample count) is replaced by the suite, in a line; `run` refuses."""
+    out = tmp_path / "r"
+    bench.run("euler", "gmm8", nfe=5, seeds=[0], samples=32, out=out, progress=False)
+    (tmp_path / "s.toml").write_text(GOOD)  # samples = 64
+    rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--out", out, "--no-leaderboard")
+    assert rc == 0 and "replacing 1 result(s) made under another configuration" in err
+    assert json.loads((out / "gmm8" / "euler" / "nfe5_seed0.json").read_text())["n_samples"] == 64

@@ -249,14 +249,15 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
         out="results", device: str = "cpu", save_samples: bool = False, denoiser: str | None = None,
         config: dict | None = None, label: str | None = None, batch_size: int | None = None,
         progress: bool = True, cache=None, task_options: dict | None = None, resume: bool = True,
-        published: bool = False) -> list[dict]:
+        published: bool = False, replace: bool = False) -> list[dict]:
     """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
     (also written under ``out``). Bad input raises before any work starts; a failure
     while sampling or scoring gives a result with status ``failed``. With ``resume``, a
     result already written with the same identity (configuration, task version, samples,
     code: ``IDENTITY``) is kept and returned instead of redone; one made under another
     configuration (samples, task version, denoiser, settings) is never replaced unless
-    ``resume`` is off (``--rerun``), and the published results folder is written only with
+    ``resume`` is off (``--rerun``) or ``replace`` is on (a suite: its manifest says what the
+    results are, and the replacement is said), and the published results folder is written only with
     ``published`` (the suite's). Under ``torchrun`` the samples are sharded across the
     processes and rank 0 scores, writes and returns the results; the other ranks return an
     empty list."""
@@ -301,7 +302,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     jobs = [(b, s) for b in nfe for s in seeds]
     identity = _identity(m, t, denoiser_name, label, n)
     if resume:
-        _check_same_identity(out, t.name, label, jobs, identity)
+        _check_same_identity(out, t.name, label, jobs, identity, replace and rank == 0)
     kept = {job: r for job in jobs if resume
             for r in [_kept(result_path(out, t.name, label, *job), dict(identity, nfe_budget=job[0], seed=job[1]))]
             if r is not None}
@@ -363,9 +364,10 @@ MAX_JOBS = 10_000  # runs one command may start (NFE budgets x seeds)
 MEMORY_SHARE = 0.8  # of the memory available now, the most a run may plan to use
 
 
-def _check_same_identity(out, task, label, jobs, identity):
+def _check_same_identity(out, task, label, jobs, identity, replace=False):
     """A label holds one configuration: a result made under another (other samples, settings, task
-    version, denoiser, task options) is never replaced by a resumed run; ``--rerun`` replaces it."""
+    version, denoiser, task options) is never replaced by a resumed run; ``--rerun`` replaces it,
+    and so does a suite (``replace``: it says so in a line)."""
     clash = []
     for b, s in jobs:
         path = result_path(out, task, label, b, s)
@@ -379,6 +381,10 @@ def _check_same_identity(out, task, label, jobs, identity):
         where, diff, r = clash[0]
         shown = ", ".join(f"{k} {json.dumps(json_ready(r.get(k)))[:40]} there, {json.dumps(json_ready(identity[k]))[:40]} "
                           f"here" for k in diff[:2])
+        if replace:
+            say(f"{Path(out) / task / label}: replacing {len(clash)} result(s) made under another configuration "
+                f"({where}: {shown})")
+            return
         raise ValueError(f"{Path(out) / task / label} holds {len(clash)} result(s) made under another configuration "
                          f"({where}: {shown}); --rerun replaces them, or give this run its own --label or --out")
 

@@ -213,11 +213,12 @@ def shard(jobs: list[Job], k: int, n: int) -> list[Job]:
 
 
 def _run_one(job: Job, out, cache, device, published) -> dict:
-    """Run one job; returns what it did (ran or kept, failed, seconds)."""
+    """Run one job (the manifest says what its result is: one of another configuration is replaced,
+    in a line); returns what it did (ran or kept, failed, seconds)."""
     t0 = time.perf_counter()
     r = runner.run(job.method, job.task, nfe=[job.nfe], seeds=[job.seed], samples=job.samples, out=out,
                    denoiser=job.denoiser, label=job.label, config={k: json.loads(v) for k, v in job.settings},
-                   progress=False, cache=cache, device=device, published=published)[0]
+                   progress=False, cache=cache, device=device, published=published, replace=True)[0]
     return dict(kept=bool(r.get("kept")), failed=r["status"] != "ok", seconds=time.perf_counter() - t0,
                 error=r.get("error"))
 
@@ -235,11 +236,15 @@ def plan(jobs: list[Job], out) -> list[tuple[Job, str]]:
 
 def estimate_seconds(job: Job, out) -> float:
     """The time a job took when it last ran (its result file's fit, sampling and scoring seconds, of
-    any code version), else a guess: a minute per fitted job, ten seconds otherwise."""
-    from bench.engine.results import read_result, result_path
+    any code version, under ``out`` or else in the published results), else a guess: a minute per
+    fitted job, ten seconds otherwise."""
+    from bench.engine.results import PUBLISHED_RESULTS, read_result, result_path
     label = job.label or runner.default_label(job.method, job.task, job.denoiser,
                                               {k: json.loads(v) for k, v in job.settings})
-    r, _ = read_result(result_path(out, job.task, label, job.nfe, job.seed))
+    for root in (out, PUBLISHED_RESULTS):
+        r, _ = read_result(result_path(root, job.task, label, job.nfe, job.seed))
+        if r is not None:
+            break
     if r is not None:
         fit = r.get("fit_cost") if isinstance(r.get("fit_cost"), dict) else {}
         art = fit.get("artifact") if isinstance(fit.get("artifact"), dict) else fit
@@ -249,7 +254,7 @@ def estimate_seconds(job: Job, out) -> float:
         if total > 0:
             return total
     from bench.registry import method_class
-    return 60.0 if getattr(method_class(job.method), "has_fit", False) is True else 10.0
+    return 60.0 if method_class(job.method)().has_fit else 10.0
 
 
 def _worker_init():
