@@ -53,7 +53,7 @@ def _legend_below(ax, labels):
               frameon=False)
 
 
-def quality_png(b: dict) -> bytes:
+def quality_figure(b: dict):
     """Quality vs NFE, one panel per family of methods (what they change), sharing the y axis, so
     twenty lines stay readable, each panel's legend below it; reported numbers in a panel of their
     own, without intervals (a paper gives none)."""
@@ -74,65 +74,70 @@ def quality_png(b: dict) -> bytes:
     panels += ["reported"] if rep else []
     entries = {p: (sorted(rep) if p == "reported" else sorted(k for k, rs in by_label.items() if rs[0]["family"] == p))
                for p in panels}
+    cols = max(1, min(3, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / cols))
+    legend_rows = [max((math.ceil(len(entries[p]) / _legend_columns(entries[p]))
+                        for p in panels[r * cols:(r + 1) * cols]), default=0) for r in range(nrows)]
+    fig = figure((4.6 * cols, sum(3.2 + 0.16 * k + 0.5 for k in legend_rows) + 0.6))
+    grid = fig.add_gridspec(nrows, cols, height_ratios=[3.2 + 0.16 * k for k in legend_rows])
+    axes = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(nrows * cols)]
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
+    means = ([r["mean"][primary] for rs in by_label.values() for r in rs]
+             + [r["value"] for rs in rep.values() for r in rs])
+    budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs} | {r["nfe"] for rs in rep.values()
+                                                                             for r in rs})
+    colors = [matplotlib.colormaps["tab10"](k) for k in range(10)]
+    markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
+    style = lambda i: dict(color=colors[i % 10], marker=markers[i % len(markers)])  # noqa: E731
+    scale = plots.value_scale(axes[0], means)
+    for ax, panel in zip(axes, panels):
+        if panel == "reported":
+            for i, label in enumerate(sorted(rep)):
+                rs = sorted(rep[label], key=lambda r: (r["nfe"], r["value"]))
+                ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], linestyle=":", fillstyle="none",
+                        linewidth=1.0, label=label, **style(i))
+            ax.set_title("reported (published numbers, no intervals)", fontsize="medium")
+        else:
+            labels = sorted(k for k, rs in by_label.items() if rs[0]["family"] == panel)
+            for i, label in enumerate(labels):
+                rs = sorted(by_label[label], key=lambda r: r["nfe"])
+                x = np.array([r["nfe"] for r in rs], dtype=float)
+                y = np.array([r["mean"][primary] for r in rs])
+                ci = np.array([r["ci"][primary] for r in rs])
+                (line,) = ax.plot(x, y, label=label, **style(i))
+                has = ~np.isnan(ci)
+                if has.any():
+                    lo, hi = y - np.where(has, ci, 0.0), y + np.where(has, ci, 0.0)
+                    if scale == "log":  # a band reaching zero or below runs off the bottom of a log axis
+                        lo = np.where(lo > 0, lo, y / 10.0)
+                    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.set_title(f"{panel} (measured)", fontsize="medium")
+        _budget_axis(ax, budgets)
+        ax.grid(True, which="major", alpha=0.3)
+        _legend_below(ax, entries[panel])
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    if not panels:
+        axes[0].axis("on")
+        axes[0].text(0.5, 0.5, "no successful results", ha="center", va="center", transform=axes[0].transAxes)
+    for i, ax in enumerate(axes):
+        if i % cols:
+            ax.tick_params(labelleft=False)
+    for r in range(nrows):
+        axes[r * cols].set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
+    measured = "measured: mean and 95% t-interval over seeds" if by_label else ""
+    fig.suptitle(f"{task}: {primary} against NFE; " + "; ".join(
+        x for x in (measured, "reported: published numbers" if rep else "") if x), fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def quality_png(b: dict) -> bytes:
+    import matplotlib.style
     # the default style, whatever the user's matplotlibrc says, so the bytes depend on the data only
     with matplotlib.style.context("default"):
-        cols = max(1, min(3, len(panels)))
-        nrows = max(1, math.ceil(len(panels) / cols))
-        legend_rows = [max((math.ceil(len(entries[p]) / _legend_columns(entries[p]))
-                            for p in panels[r * cols:(r + 1) * cols]), default=0) for r in range(nrows)]
-        fig = figure((4.6 * cols, sum(3.2 + 0.16 * k + 0.5 for k in legend_rows) + 0.6))
-        grid = fig.add_gridspec(nrows, cols, height_ratios=[3.2 + 0.16 * k for k in legend_rows])
-        axes = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(nrows * cols)]
-        for ax in axes[1:]:
-            ax.sharey(axes[0])
-        means = ([r["mean"][primary] for rs in by_label.values() for r in rs]
-                 + [r["value"] for rs in rep.values() for r in rs])
-        budgets = sorted({r["nfe"] for rs in by_label.values() for r in rs} | {r["nfe"] for rs in rep.values()
-                                                                                 for r in rs})
-        colors = [matplotlib.colormaps["tab10"](k) for k in range(10)]
-        markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
-        style = lambda i: dict(color=colors[i % 10], marker=markers[i % len(markers)])  # noqa: E731
-        scale = plots.value_scale(axes[0], means)
-        for ax, panel in zip(axes, panels):
-            if panel == "reported":
-                for i, label in enumerate(sorted(rep)):
-                    rs = sorted(rep[label], key=lambda r: (r["nfe"], r["value"]))
-                    ax.plot([r["nfe"] for r in rs], [r["value"] for r in rs], linestyle=":", fillstyle="none",
-                            linewidth=1.0, label=label, **style(i))
-                ax.set_title("reported (published numbers, no intervals)", fontsize="medium")
-            else:
-                labels = sorted(k for k, rs in by_label.items() if rs[0]["family"] == panel)
-                for i, label in enumerate(labels):
-                    rs = sorted(by_label[label], key=lambda r: r["nfe"])
-                    x = np.array([r["nfe"] for r in rs], dtype=float)
-                    y = np.array([r["mean"][primary] for r in rs])
-                    ci = np.array([r["ci"][primary] for r in rs])
-                    (line,) = ax.plot(x, y, label=label, **style(i))
-                    has = ~np.isnan(ci)
-                    if has.any():
-                        lo, hi = y - np.where(has, ci, 0.0), y + np.where(has, ci, 0.0)
-                        if scale == "log":  # a band reaching zero or below runs off the bottom of a log axis
-                            lo = np.where(lo > 0, lo, y / 10.0)
-                        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-                ax.set_title(f"{panel} (measured)", fontsize="medium")
-            _budget_axis(ax, budgets)
-            ax.grid(True, which="major", alpha=0.3)
-            _legend_below(ax, entries[panel])
-        for ax in axes[len(panels):]:
-            ax.axis("off")
-        if not panels:
-            axes[0].axis("on")
-            axes[0].text(0.5, 0.5, "no successful results", ha="center", va="center", transform=axes[0].transAxes)
-        for i, ax in enumerate(axes):
-            if i % cols:
-                ax.tick_params(labelleft=False)
-        for r in range(nrows):
-            axes[r * cols].set_ylabel(f"{primary} ({'higher' if higher.get(primary, False) else 'lower'} is better)")
-        measured = "measured: mean and 95% t-interval over seeds" if by_label else ""
-        fig.suptitle(f"{task}: {primary} against NFE; " + "; ".join(
-            x for x in (measured, "reported: published numbers" if rep else "") if x), fontsize="medium")
-        fig.tight_layout()
-        return png(fig)
+        return png(quality_figure(b))
 
 
 def fit_png(b: dict) -> bytes:
@@ -171,7 +176,7 @@ def _labels(fig, ax, pts):
         ax.annotate(text, (p[3], p[4]), fontsize=7, xytext=(dx, dy), textcoords="offset points")
 
 
-def cost_png(b: dict) -> bytes:
+def cost_figure(b: dict):
     """Quality against the total cost of the samples behind a row: its fit's denoiser evaluations
     plus the sampling NFE per sample times the samples drawn; one marker per row, one colour per
     family. Labelled: the rows on the cost-quality front (none cheaper and better) and the best row
@@ -188,33 +193,39 @@ def cost_png(b: dict) -> bytes:
     best = {(row["method"], row["nfe"]) for rows in b["best"].values() for row in rows}
     hi = higher.get(primary, False)
     front = _front([(p[3], p[4]) for p in pts], hi)
+    fig = figure((8.4, 5.6))
+    ax = fig.add_subplot()
+    colors = {f: matplotlib.colormaps["tab10"](k) for k, f in enumerate(FAMILIES)}
+    for fam in FAMILIES:
+        mine = [p for p in pts if p[0] == fam]
+        if mine:
+            ax.scatter([p[3] for p in mine], [p[4] for p in mine], color=colors[fam], label=fam, s=16, alpha=0.8)
+    stars = [p for p in pts if (p[1], p[2]) in best]
+    if stars:
+        ax.scatter([p[3] for p in stars], [p[4] for p in stars], marker="*", s=140, facecolor="none",
+                   edgecolor="k", linewidth=0.9, label="best at its NFE")
+    if pts:
+        ax.set_xscale("log")
+        plots.value_scale(ax, [p[4] for p in pts])
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no successful results", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("total denoiser evaluations: fit + NFE per sample x samples")
+    ax.set_ylabel(f"{primary} ({'higher' if hi else 'lower'} is better)")
+    ax.set_title(f"{task}: quality against total cost\n(labelled: the cost-quality front, and the best at each NFE "
+                 f"starred)", fontsize="medium")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()  # counts the legend right of the axes
+    # labels last: their places are computed in the final layout
+    _labels(fig, ax, [p for i, p in enumerate(pts) if i in front or (p[1], p[2]) in best])
+    return fig
+
+
+def cost_png(b: dict) -> bytes:
+    import matplotlib.style
+    # the default style, whatever the user's matplotlibrc says, so the bytes depend on the data only
     with matplotlib.style.context("default"):
-        fig = figure((8.4, 5.6))
-        ax = fig.add_subplot()
-        colors = {f: matplotlib.colormaps["tab10"](k) for k, f in enumerate(FAMILIES)}
-        for fam in FAMILIES:
-            mine = [p for p in pts if p[0] == fam]
-            if mine:
-                ax.scatter([p[3] for p in mine], [p[4] for p in mine], color=colors[fam], label=fam, s=16, alpha=0.8)
-        stars = [p for p in pts if (p[1], p[2]) in best]
-        if stars:
-            ax.scatter([p[3] for p in stars], [p[4] for p in stars], marker="*", s=140, facecolor="none",
-                       edgecolor="k", linewidth=0.9, label="best at its NFE")
-        if pts:
-            ax.set_xscale("log")
-            plots.value_scale(ax, [p[4] for p in pts])
-        _labels(fig, ax, [p for i, p in enumerate(pts) if i in front or (p[1], p[2]) in best])
-        if pts:
-            ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        else:
-            ax.text(0.5, 0.5, "no successful results", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("total denoiser evaluations: fit + NFE per sample x samples")
-        ax.set_ylabel(f"{primary} ({'higher' if hi else 'lower'} is better)")
-        ax.set_title(f"{task}: quality against total cost (labelled: the cost-quality front and the best per NFE)",
-                     fontsize="medium")
-        ax.grid(True, which="major", alpha=0.3)
-        fig.tight_layout(rect=(0, 0, 0.82, 1))  # the legend sits right of the axes
-        return png(fig)
+        return png(cost_figure(b))
 
 
 def samples_png(b: dict) -> bytes:

@@ -1,0 +1,118 @@
+"""The boards' pictures readable at a glance (issue 29): legends never on the plot, titles that say
+what is measured and what is reported, tick labels that never print on each other, labels on the
+cost plot only where they say something and never on each other, fit curves in a grid."""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import matplotlib.style
+import pytest
+
+from bench.report import board, curves, figures
+from bench.report.plots import _symlog_ticks
+from test_leaderboard import result, write
+
+REPORTED = [dict(method=f"a published sampler with a long name {i}", task="gmm8", nfe=nfe, metric="mmd",
+                 value=0.1 / (1 + i) + nfe / 100, value_text=f"{0.1 / (1 + i) + nfe / 100:g}", protocol="50k samples",
+                 source="Paper", kind="reported", line=i) for i in range(24) for nfe in (5, 10)]
+
+
+def _board(tmp_path, reported=(), task="gmm8"):
+    for seed in range(3):
+        for label, nfe, v in (("euler", 5, 1.0), ("euler", 10, 0.5), ("ipndm", 5, 0.4), ("ipndm", 10, 0.1),
+                              ("edm-grid", 10, 0.3), ("ld3", 5, 0.2), ("ld3", 10, 0.05)):
+            write(tmp_path, dict(result(label, nfe, seed, v + 0.01 * seed, task=task),
+                                 fit_cost=dict(nfe=1000 * nfe, seconds=1.0), n_samples=500))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded, roots = board.load(tmp_path)
+        return board.make(task, loaded, list(reported), roots)
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_a_long_legend_never_covers_the_plot_and_the_title_tells_reported_from_measured(tmp_path):
+    b = _board(tmp_path, REPORTED, task="gmm8")
+    with matplotlib.style.context("default"):
+        fig = figures.quality_figure(b)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        axes = [ax for ax in fig.axes if ax.get_legend() is not None]
+        assert len(axes) >= 2
+        for ax in axes:
+            legend = ax.get_legend().get_window_extent(renderer)
+            for other in fig.axes:
+                if other.axison:
+                    assert not _overlap(legend, other.get_window_extent(renderer)), ax.get_title()
+        title = fig._suptitle.get_text()
+        assert "measured: mean and 95% t-interval" in title and "reported: published numbers" in title
+        reported = next(ax for ax in fig.axes if ax.get_title().startswith("reported"))
+        assert "no intervals" in reported.get_title()
+        assert not reported.collections  # no band: a paper's number has no interval here
+
+
+def test_a_reported_only_board_does_not_claim_measured_intervals(tmp_path):
+    b = _board(tmp_path / "empty", REPORTED, task="gmm8")
+    b = dict(b, rows=[])
+    with matplotlib.style.context("default"):
+        title = figures.quality_figure(b)._suptitle.get_text()
+    assert "interval" not in title and "reported: published numbers" in title
+
+
+def test_symlog_ticks_are_a_decade_clear_of_zero():
+    values = [-0.003, -0.0001, 0.0004, 0.02, 0.8]
+    ticks = _symlog_ticks(values, 1e-4)
+    assert 0.0 in ticks and all(t == 0 or abs(t) >= 1e-3 for t in ticks)
+    assert max(ticks) >= 0.8 and min(ticks) <= -0.003
+
+
+def test_symlog_tick_labels_never_print_on_each_other():
+    from matplotlib.figure import Figure
+
+    from bench.report.plots import value_scale
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(4.6, 3.2))
+        ax = fig.add_subplot()
+        values = [-0.003, -0.0001, 0.0004, 0.02, 0.8, 1.2e-4]
+        ax.plot(range(len(values)), values)
+        assert value_scale(ax, values) == "symlog"
+        fig.canvas.draw()
+        labels = [t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()]
+        assert len(labels) >= 3
+        assert not any(_overlap(a, b) for a, b in itertools.combinations(labels, 2))
+
+
+def test_the_cost_plot_labels_the_front_and_the_best_and_no_label_covers_another(tmp_path):
+    b = _board(tmp_path)
+    with matplotlib.style.context("default"):
+        fig = figures.cost_figure(b)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        texts = [t for t in ax.texts if "@" in t.get_text()]
+        best = {f"{r['method']} @{r['nfe']}" for rows in b["best"].values() for r in rows}
+        assert best <= {t.get_text() for t in texts}
+        assert len(texts) < len(b["rows"])  # not every row: only the front and the best
+        boxes = [t.get_window_extent() for t in texts]
+        assert not any(_overlap(x, y) for x, y in itertools.combinations(boxes, 2))
+        assert any(c.get_label() == "best at its NFE" for c in ax.collections)
+
+
+def test_the_fit_curves_are_a_grid_not_a_strip():
+    curve = [dict(fit_nfe=1000 * (i + 1), score=1.0 / (i + 1)) for i in range(5)]
+    data = {(label, nfe, seed): curve for label in ("irl", "edm-grid") for nfe in (4, 5, 10, 20, 35)
+            for seed in range(2)}
+    with matplotlib.style.context("default"):
+        fig = curves.figure("gmm8", data, {"irl": "learned dynamics", "edm-grid": "tuned"}, "mmd", False)
+    w, h = fig.get_size_inches()
+    assert w / h <= 3.0 and len([ax for ax in fig.axes if ax.axison]) == 5
+    assert len(fig.legends) == 1  # one legend for the figure, not one per panel
+
+
+@pytest.mark.parametrize("which", ["quality", "cost"])
+def test_pictures_rebuild_to_the_same_bytes(tmp_path, which):
+    b = _board(tmp_path)
+    render = {"quality": figures.quality_png, "cost": figures.cost_png}[which]
+    assert render(b) == render(b)
