@@ -307,12 +307,17 @@ def _suite(a) -> int:
         print(f"suite {a.manifest} shard {a.shard}{' --only ' + a.only if a.only else ''}: no jobs (nothing to do)")
         return 0
     if a.dry_run:
+        from bench.engine.runner import duration
         planned = suite.plan(jobs, out)
+        seconds = 0.0
         for j, state in planned:
-            print(f"{state:<5} {j.key}")
+            est = suite.estimate_seconds(j, out) if state != "kept" else 0.0
+            seconds += est
+            print(f"{state:<5} {_job_name(j)}" + (f"  ~{duration(est)}" if est else ""))
         tally = {s: sum(st == s for _, st in planned) for s in ("run", "rerun", "kept")}
         print(f"{len(jobs)} jobs: {tally['run']} to run, {tally['rerun']} to rerun (older code or failed), "
-              f"{tally['kept']} kept")
+              f"{tally['kept']} kept" + (f"; about {duration(seconds)} of one core, {duration(seconds / a.jobs)} with "
+                                         f"--jobs {a.jobs} (from the last recorded timings)" if seconds else ""))
         return 0
     counts = suite.run_suite(jobs, out, device=a.device, workers=a.jobs,
                              published=published and out.resolve() == PUBLISHED_RESULTS.resolve())
@@ -326,6 +331,15 @@ def _suite(a) -> int:
                 written = build(out)
         print(f"leaderboards rebuilt: {len(written)} files under {written[0].parent if written else out}")
     return 1 if counts["failed"] else 0
+
+
+def _job_name(j) -> str:
+    """``irl-js on gmm8 nfe=10 seed=2 (solver=euler)``: a suite job as a researcher names it."""
+    extra = [f"denoiser={j.denoiser}"] if j.denoiser else []
+    extra += [f"samples={j.samples}"] if j.samples else []
+    extra += [f"{k}={v}" for k, v in j.settings]
+    return (f"{j.label or j.method} on {j.task} nfe={j.nfe} seed={j.seed}"
+            + (f" ({', '.join(extra)})" if extra else ""))
 
 
 def _run(a) -> int:

@@ -3,7 +3,6 @@ and nothing on disk is lost or replaced."""
 import errno
 import json
 import os
-import warnings
 from pathlib import Path
 
 import pytest
@@ -222,6 +221,9 @@ def test_dry_run_says_which_jobs_would_run(tmp_path, capsys):
     bench.run("euler", "gmm8", nfe=5, seeds=[0], samples=64, out=tmp_path / "r", progress=False)
     rc, out, _ = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r", "--dry-run")
     assert "1 to run, 0 to rerun (older code or failed), 1 kept" in out
+    # each job named as a researcher names it, the one left to run with its estimated time
+    assert "kept  euler on gmm8 nfe=5 seed=0 (samples=64)\n" in out
+    assert "run   euler on gmm8 nfe=5 seed=1 (samples=64)  ~" in out and "of one core" in out
     assert not (tmp_path / "r" / "gmm8" / "euler" / "nfe5_seed1.json").exists()
 
 
