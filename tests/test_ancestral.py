@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 import bench
-from bench import sampling
 from bench.methods.ddpm import ddpm_sample, vp_sigma, vp_sigmas, vp_time
 from bench.methods.euler_a import euler_ancestral
 from bench.noise import Noise

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -634,3 +633,21 @@ def test_a_row_on_another_denoiser_is_never_the_reference_nor_the_best(tmp_path)
     assert any(b[0] == "**ipndm**" for b in body) and not any(b[0] == "**edm@exact**" for b in body)
     exact = next(b for b in body if b[0] == "edm@exact")
     assert "another denoiser" in exact[header.index("flags")]
+
+
+def test_a_row_equal_to_its_untrained_start_is_flagged_with_why(tmp_path):
+    """Seed 0 never moved (one score on its curve), seed 1 scored others and kept its start, seed 2
+    learned: the row is flagged in 2 of 3 seeds, and says which is which."""
+    start = dict(method="irl", identical=True, max_abs_diff=0.0)
+    curves = [[dict(fit_nfe=10, score=0.3), dict(fit_nfe=20, score=0.3)],
+              [dict(fit_nfe=10, score=0.3), dict(fit_nfe=20, score=0.31)],
+              [dict(fit_nfe=10, score=0.3), dict(fit_nfe=20, score=0.2)]]
+    for seed, curve in enumerate(curves):
+        write(tmp_path, dict(result("irl", 10, seed, 0.1), fit_curve=curve,
+                             untrained=dict(start, identical=seed < 2)))
+        write(tmp_path, result("edm", 10, seed, 0.2))
+    build_quiet(tmp_path, tmp_path / "lb", task="gmm8", formats="md")
+    line = next(ln for ln in (tmp_path / "lb" / "gmm8.md").read_text().splitlines() if ln.startswith("| **irl** "))
+    assert "= untrained start (irl) in 2 of 3 seeds (1 never moved, 1 scored others, none better)" in line
+    assert "untrained" not in next(ln for ln in (tmp_path / "lb" / "gmm8.md").read_text().splitlines()
+                                   if ln.startswith("| edm "))

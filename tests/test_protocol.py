@@ -301,7 +301,6 @@ def test_a_slice_of_the_suite_reproduces_the_published_results(tmp_path, method,
     arithmetic allows (a different BLAS may round differently), said in the failure."""
     from pathlib import Path
 
-    import numpy as np
     import torch as _torch
 
     from bench.engine import suite
@@ -329,3 +328,11 @@ def test_a_slice_of_the_suite_reproduces_the_published_results(tmp_path, method,
         else:
             assert got["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-9), \
                 f"{name}: {got['metrics'][name]} vs {value} (written under {want['versions']})"
+
+
+def test_t_interval_of_equal_values_has_zero_width():
+    """Three equal values: a point, not mean +- the rounding of their mean (0.1 * 3 / 3 != 0.1)."""
+    from bench.report.paired import t_interval
+    assert t_interval([0.1, 0.1, 0.1]) == (0.1, 0.1)
+    lo, hi = t_interval([0.1, 0.1, 0.1 + 1e-12])
+    assert lo < 0.1 < hi

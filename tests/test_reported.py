@@ -8,7 +8,6 @@ import re
 import warnings
 from pathlib import Path
 
-import pytest
 
 from bench.report.leaderboard import build
 from bench.report.reported import COLUMNS, DEFAULT_PATH, load_reported

@@ -287,11 +287,21 @@ def _untrained(rs: list[dict]) -> dict | None:
     """How many of a row's seeds sample exactly as the method's untrained start (``untrained`` of a
     result: a fit that never moved its sampler), of how many were checked, and the start's name;
     None for rows without the check (methods without a fit, older results)."""
-    checked = [r["untrained"] for r in rs if isinstance(r.get("untrained"), dict)]
+    checked = [r for r in rs if isinstance(r.get("untrained"), dict)]
     if not checked:
         return None
-    return dict(identical=sum(bool(u.get("identical")) for u in checked), checked=len(checked),
-                start=str(checked[0].get("method", "?")))
+    same = [r for r in checked if r["untrained"].get("identical")]
+    return dict(identical=len(same), checked=len(checked), start=str(checked[0]["untrained"].get("method", "?")),
+                tried=sum(_tried_others(r) for r in same))
+
+
+def _tried_others(r: dict) -> bool:
+    """Whether a fit scored a sampler other than its start (its ``fit_curve`` holds more than one
+    distinct tuning score) and still kept the start: the start was the best it found, within the
+    score's tolerance; otherwise the fit never moved at all."""
+    curve = r.get("fit_curve") if isinstance(r.get("fit_curve"), list) else []
+    scores = {c.get("score") for c in curve if isinstance(c, dict) and isinstance(c.get("score"), (int, float))}
+    return len(scores) > 1
 
 
 def _overhead(rs: list[dict]) -> float:

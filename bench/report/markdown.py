@@ -69,7 +69,10 @@ def flags(b: dict, e: dict) -> str:
     out = []
     u = e.get("untrained")
     if u and u["identical"]:
-        out.append(f"= untrained start ({u['start']}) in {u['identical']} of {u['checked']} seeds")
+        why = ("it scored others, none better on the tuning split" if u["tried"] == u["identical"] else
+               "it never moved" if not u["tried"] else
+               f"{u['identical'] - u['tried']} never moved, {u['tried']} scored others, none better")
+        out.append(f"= untrained start ({u['start']}) in {u['identical']} of {u['checked']} seeds ({why})")
     if e["failed"]:
         out.append(f"{e['failed']} failed")
     if e["method"] in b["privileged"]:
@@ -110,7 +113,8 @@ def page(b: dict) -> bytes:
                  f"95% t-interval excludes 0; `*` a close verdict, p between 0.01 and 0.10) and the mean paired "
                  f"difference. Bold: the best mean at each budget, a ranking, not a claim. *fit*: the denoiser "
                  f"evaluations and time of one fit (mean over seeds). *flags*: a learned row whose samples equal "
-                 f"its untrained start's (the fit never moved), failed seeds, privileged knowledge, another "
+                 f"its untrained start's (the fit never moved, or it scored other samplers and none was better "
+                 f"on the tuning split: the start is what it found best), failed seeds, privileged knowledge, another "
                  f"denoiser, a noise floor."
                  + (" EDM's protocol, the minimum over seed sets, is the column *min over seeds*." if mins else ""))
     lines.append("")

@@ -38,6 +38,8 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     if v.size < 2 or not np.all(np.isfinite(v)):
         return math.nan, math.nan
     m = float(v.mean())
+    if np.all(v == v[0]):  # exactly v[0]: v.mean and v.std would add their own rounding
+        return float(v[0]), float(v[0])
     half = float(scipy.stats.t.ppf((1 + confidence) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return m - half, m + half
 
