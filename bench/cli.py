@@ -136,8 +136,10 @@ def parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="one row against the others of a task, paired over seeds",
                         formatter_class=Formatter,
                         description="LABEL minus each other row at every NFE budget both have: the mean paired "
-                                    "difference over common seeds, its 95%% bootstrap interval, P(improvement) and "
-                                    "the verdict (better or worse only when the interval excludes 0).")
+                                    "difference over common seeds, its 95% paired t-interval and p-value, the 95% "
+                                    "percentile bootstrap interval beside it, P(improvement) and the verdict "
+                                    "(better or worse only when the t-interval excludes 0; * close: p between 0.01 "
+                                    "and 0.10).")
     cp.add_argument("label", help="the row: a method name, or a suite label such as irl-fkl")
     cp.add_argument("--task", required=True, help="the task whose results to compare")
     cp.add_argument("--against", default=None, help="comma-separated labels (default: every other row)")
