@@ -85,6 +85,42 @@ def test_symlog_tick_labels_never_print_on_each_other():
         assert not any(_overlap(a, b) for a, b in itertools.combinations(labels, 2))
 
 
+@pytest.mark.parametrize("values", [[0.55, 0.62, 0.7], [0.02, 0.5], [3e-4, 3.2e-4], [1e-5, 0.3, 2.0],
+                                    [-0.003, 0.0004, 0.8], [-0.1, 0.2]])
+def test_every_value_axis_labels_ticks_inside_its_data(values):
+    """A panel whose values span less than a decade still reads: at least two labelled ticks fall
+    within the data's range (a log axis over 0.55-0.7 had none)."""
+    from matplotlib.figure import Figure
+
+    from bench.report.plots import value_scale
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(4.6, 3.2))
+        ax = fig.add_subplot()
+        ax.plot(range(len(values)), values)
+        value_scale(ax, values)
+        fig.canvas.draw()
+        lo, hi = ax.get_ylim()
+        shown = [t for t in ax.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+        assert len(shown) >= 2, (values, ax.get_yscale(), [t.get_text() for t in ax.get_yticklabels()])
+
+
+def test_every_fit_panel_labels_ticks_inside_its_own_data():
+    """Each NFE panel of the fit figure is scaled to its own curves: a panel of scores within a few
+    percent (0.60-0.63) beside one that crosses 0 gets ticks, not the other panel's symlog decades."""
+    from bench.report.curves import figure as fit_figure
+    curves = {("edm-grid", 5, s): [dict(fit_nfe=1e4 * (i + 1), score=0.63 - 0.01 * i - 0.001 * s) for i in range(3)]
+              for s in range(3)}
+    curves |= {("irl", 20, s): [dict(fit_nfe=1e5 * (i + 1), score=v) for i, v in enumerate([3e-3, 2e-4, -4e-4])]
+               for s in range(3)}
+    with matplotlib.style.context("default"):
+        fig = fit_figure("gmm8", curves, {"irl": "learned dynamics", "edm-grid": "tuned"}, "mmd", False)
+        fig.canvas.draw()
+        for ax in fig.axes[:2]:
+            lo, hi = ax.get_ylim()
+            shown = [t for t in ax.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+            assert len(shown) >= 2, (ax.get_title(), ax.get_yscale(), [t.get_text() for t in ax.get_yticklabels()])
+
+
 def test_the_cost_plot_labels_the_front_and_the_best_and_no_label_covers_another(tmp_path):
     b = _board(tmp_path)
     with matplotlib.style.context("default"):

@@ -97,7 +97,7 @@ def figure(task: str, curves: dict, families: dict, metric: str, higher: bool):
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        plots.value_scale(ax, [p["score"] for c in curves.values() for p in c])
+        plots.value_scale(ax, [p["score"] for k, c in curves.items() if k[1] == nfe for p in c])  # this panel's
         ax.set_title(f"NFE {nfe}", fontsize="medium")
         ax.set_xlabel("fit denoiser evaluations so far")
         ax.grid(True, alpha=0.3)

@@ -21,8 +21,11 @@ def save(fig: Figure, path):
 def value_scale(ax, values) -> str:
     """The y scale that shows ``values``: log where all are positive; symlog, linear only within the
     smallest tenth of the magnitudes, where signs mix across decades (an unbiased estimate such as
-    KID near 0 beside a sampler that fails); else linear. Returns the scale's name."""
+    KID near 0 beside a sampler that fails); else, and for positive values within a factor 2.5,
+    linear. Returns the scale's name."""
     finite = [float(x) for x in values if math.isfinite(x)]
+    if finite and all(x > 0 for x in finite) and max(finite) < 2.5 * min(finite):
+        return "linear"  # no 1, 2 or 5 of a decade may fall inside (the widest gap, 2 to 5, is 2.5x)
     if finite and all(x > 0 for x in finite):
         ax.set_yscale("log")
         if max(finite) < 100 * min(finite):  # under two decades: label 1, 2, 5 of each, or no tick shows
