@@ -85,7 +85,8 @@ def test_symlog_tick_labels_never_print_on_each_other():
         assert not any(_overlap(a, b) for a, b in itertools.combinations(labels, 2))
 
 
-@pytest.mark.parametrize("values", [[0.55, 0.62, 0.7], [0.02, 0.5], [3e-4, 3.2e-4], [1e-5, 0.3, 2.0],
+@pytest.mark.parametrize("values", [[0.55, 0.62, 0.7], [0.02, 0.5], [0.031, 0.13], [0.0244, 0.0289, 0.08],
+                                    [3e-4, 3.2e-4], [1e-5, 0.3, 2.0],
                                     [-0.003, 0.0004, 0.8], [-0.1, 0.2]])
 def test_every_value_axis_labels_ticks_inside_its_data(values):
     """A panel whose values span less than a decade still reads: at least two labelled ticks fall

@@ -316,9 +316,12 @@ def test_rebuilding_in_place_changes_nothing_even_with_results_inside_out(images
     shutil.copytree(images["root"], out / "results")
     first, _ = build_quiet(out / "results", out)
     before = {p.name: p.read_bytes() for p in first}
+    (out / "references.md").write_text("# sources\n")  # shipped beside the boards, as in leaderboards/
+    (out / "old-task.md").write_text("# a task without results now\n")
     second, warned = build_quiet(out / "results", out)
     assert {p.name: p.read_bytes() for p in second} == before
-    assert not [w for w in warned if "did not write" in w]
+    assert [w for w in warned if "did not write" in w and "old-task.md" in w and "references.md" not in w]
+    (out / "old-task.md").unlink()
     assert sorted(p.name for p in (out / "results").iterdir()) == ["cifar10", "gmm8"]  # results left alone
     # results read from the output directory itself: the builder's own JSON files are not result files
     third, warned = build_quiet(out, tmp_path / "elsewhere")

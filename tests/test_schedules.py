@@ -76,7 +76,6 @@ def test_a_learned_schedule_is_valid_and_fits_the_budget_under_every_solver(tmp_
         assert all(bool((teacher == v).any()) for v in s)  # every level is a point of the teacher's grid
         assert r["fit_cost"]["nfe"] == 24 * 32  # the teacher's evaluations, nothing else
     elif method == "ld3":  # the teacher on every pair, the student twice per training pair (soft step) and on validation
-        steps = r["budget_config"]["steps"]
         assert r["fit_cost"]["nfe"] > 24 * 8 + r["nfe"] * 4
 
 

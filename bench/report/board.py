@@ -36,7 +36,7 @@ CI_LEVEL = 0.95
 GENERATOR = "bench.leaderboard"  # the mark of a generated JSON file (kept from before the move)
 
 
-RESERVED = {"README", "reported"}  # names of files under out that are not a task's
+RESERVED = {"README", "reported", "references"}  # names of files under out that are not a task's
 
 
 SAMPLE_COLUMNS = 10  # sample indices 0..9 in the grid

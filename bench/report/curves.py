@@ -88,16 +88,18 @@ def figure(task: str, curves: dict, families: dict, metric: str, higher: bool):
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     handles = {}
     for ax, nfe in zip(axes, budgets):
+        shown = []
         for (label, b, seed), curve in sorted(curves.items()):
             if b != nfe or not curve:
                 continue
             x, y = running_best(curve, higher)
+            shown += [float(v) for v in y]
             (line,) = ax.step(x, y, where="post", color=colors[label], alpha=0.8, linewidth=1)
             handles.setdefault(label, line)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=4))
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        plots.value_scale(ax, [p["score"] for k, c in curves.items() if k[1] == nfe for p in c])  # this panel's
+        plots.value_scale(ax, shown)  # what this panel draws, not the scores a running best hides
         ax.set_title(f"NFE {nfe}", fontsize="medium")
         ax.set_xlabel("fit denoiser evaluations so far")
         ax.grid(True, alpha=0.3)

@@ -6,7 +6,7 @@ import math
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, LogLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from bench.engine.io import atomic_write_bytes
 
@@ -30,7 +30,7 @@ def value_scale(ax, values) -> str:
         ax.set_yscale("log")
         if max(finite) < 100 * min(finite):  # under two decades: label 1, 2, 5 of each, or no tick shows
             ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.05, not an unlabelled tick
             ax.yaxis.set_minor_locator(NullLocator())
         return "log"
     mags = sorted(abs(x) for x in finite if x != 0)
