@@ -654,3 +654,10 @@ def test_a_row_equal_to_its_untrained_start_is_flagged_with_why(tmp_path):
     assert "= untrained start (irl) in 2 of 3 seeds (1 never moved, 1 scored others, none better)" in line
     assert "untrained" not in next(ln for ln in (tmp_path / "lb" / "gmm8.md").read_text().splitlines()
                                    if ln.startswith("| edm "))
+    # a row configured as its start (iters=0, the baseline of a fine-tuning row) is that by design: no flag
+    for seed in range(3):
+        write(tmp_path, dict(result("irl-untuned", 10, seed, 0.3, method="irl"), method_config=dict(iters=0, lr=1),
+                             untrained=dict(start, settings=dict(iters=0))))
+    build_quiet(tmp_path, tmp_path / "lb", task="gmm8", formats="md")
+    line = next(ln for ln in (tmp_path / "lb" / "gmm8.md").read_text().splitlines() if ln.startswith("| irl-untuned "))
+    assert "untrained" not in line

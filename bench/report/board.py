@@ -287,12 +287,20 @@ def _untrained(rs: list[dict]) -> dict | None:
     """How many of a row's seeds sample exactly as the method's untrained start (``untrained`` of a
     result: a fit that never moved its sampler), of how many were checked, and the start's name;
     None for rows without the check (methods without a fit, older results)."""
-    checked = [r for r in rs if isinstance(r.get("untrained"), dict)]
+    checked = [r for r in rs if isinstance(r.get("untrained"), dict) and not _by_design(r)]
     if not checked:
         return None
     same = [r for r in checked if r["untrained"].get("identical")]
     return dict(identical=len(same), checked=len(checked), start=str(checked[0]["untrained"].get("method", "?")),
                 tried=sum(_tried_others(r) for r in same))
+
+
+def _by_design(r: dict) -> bool:
+    """A row configured as its own untrained start (``iters=0``: the baseline a fine-tuning row is
+    compared with), not a fit that failed to move."""
+    start = r["untrained"].get("settings")
+    config = r.get("method_config") if isinstance(r.get("method_config"), dict) else {}
+    return isinstance(start, dict) and bool(start) and all(config.get(k) == v for k, v in start.items())
 
 
 def _tried_others(r: dict) -> bool:
