@@ -167,7 +167,7 @@ def _labels(fig, ax, pts):
         text = f"{p[1]} @{p[2]}"
         x, y = ax.transData.transform((p[3], p[4]))
         x, y = x * 72 / fig.dpi, y * 72 / fig.dpi  # in points, as the offsets
-        w, h = 4.2 * len(text) + 2, 10
+        w, h = 4.6 * len(text) + 4, 10  # DejaVu Sans at 7 pt, a little generous: labels never touch
         for dx, dy in ((4, 3), (4, -12), (-w - 4, 3), (-w - 4, -12), (4, 14), (4, -24)):
             box = (x + dx, y + dy, x + dx + w, y + dy + h)
             if not any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in placed):
