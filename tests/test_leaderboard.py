@@ -535,7 +535,10 @@ def test_the_index_says_which_results_this_checkout_reproduces(tmp_path):
     write(tmp_path / "r", result("mine", 5, 0, 0.7))  # a plugin not registered here: cannot be checked
     build(tmp_path / "r", tmp_path / "lb")
     line = next(ln for ln in (tmp_path / "lb" / "README.md").read_text().splitlines() if ln.startswith("| [gmm8]"))
-    assert line.endswith("| 2 current; 1 rows stale (`ipndm`); 1 unchecked |"), line
+    assert line.endswith("| 2 current; 1 label stale (`ipndm`); 1 unchecked |"), line
+    # said in words too, on the index and on the task's page, before a reader cites a stale number
+    assert "**Stale:** gmm8: 1 result made by other code" in (tmp_path / "lb" / "README.md").read_text()
+    assert "**Stale:** 1 of 4 results (1 method label) were made by other code" in (tmp_path / "lb" / "gmm8.md").read_text()
 
 
 def test_overhead_is_the_median_over_seeds_and_only_for_methods_that_time_a_base(tmp_path):

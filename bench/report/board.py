@@ -402,7 +402,7 @@ def code_status(results: list[dict]) -> dict:
     """How many results carry the code version this checkout gives their task and method (so this
     commit reproduces them), which labels do not (their code changed since: the suite reruns them),
     and how many cannot be checked (a method or task not registered here)."""
-    current, stale, unknown = 0, set(), 0
+    current, stale, unknown, behind = 0, set(), 0, 0
     for r in results:
         try:
             want = code_version(task_class(str(r["task"])).__module__, method_class(str(r["method"])).__module__)
@@ -413,7 +413,8 @@ def code_status(results: list[dict]) -> dict:
             current += 1
         else:
             stale.add(row_label(r))
-    return dict(current=current, stale=sorted(stale), unknown=unknown)
+            behind += 1
+    return dict(current=current, stale=sorted(stale), unknown=unknown, stale_results=behind)
 
 
 def usable(task: str, measured: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -19,10 +19,21 @@ def _code_text(c: dict) -> str:
     parts = [f"{c['current']} current"]
     if c["stale"]:
         names = ", ".join(f"`{x}`" for x in c["stale"][:3]) + (", …" if len(c["stale"]) > 3 else "")
-        parts.append(f"{len(c['stale'])} rows stale ({names})")
+        parts.append(f"{_plural(len(c['stale']), 'label')} stale ({names})")
     if c["unknown"]:
         parts.append(f"{c['unknown']} unchecked")
     return "; ".join(parts)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _stale_text(b: dict) -> str:
+    c = b["code"]
+    return (f"**Stale:** {c['stale_results']} of {c['stale_results'] + c['current'] + c['unknown']} results "
+            f"({_plural(len(c['stale']), 'method label')}) were made by other code than this checkout's: their numbers are what "
+            f"that code measured and may change when rerun (`python -m bench suite` reruns exactly these).")
 
 
 def md_num(v) -> str:
@@ -122,6 +133,8 @@ def page(b: dict) -> bytes:
                                       f"{n.get('created', 'unknown')}, git `{short_sha(n.get('git_sha'))}`"
                                       + (f" (results span {len(b['shas'])} commits)" if len(b["shas"]) > 1 else "")
                                       + "."))
+    if b["code"]["stale"]:
+        lines += ["", _stale_text(b)]
     if b["differ"]:
         lines += ["", f"**Warning:** the measured results differ in {', '.join(b['differ'])}; rows under different "
                       f"protocols may not be comparable."]
@@ -249,6 +262,11 @@ def index(boards: list[dict], formats: tuple[str, ...], published: bool = False)
                      ", ".join(f"`{short_sha(sha)}`" for sha in sorted(b["shas"])) or "—", _code_text(b["code"])]
                     + ([_coverage_count(b)] if manifest else []))
     lines += [pipe_table(head, body, ["left"] * len(head)), ""]
+    stale = [b for b in boards if b.get("code") and b["code"]["stale"]]
+    if stale:
+        lines += ["**Stale:** " + "; ".join(f"{b['task']}: {_plural(b['code']['stale_results'], 'result')} made by other code "
+                                            f"than this checkout's" for b in stale)
+                  + " (their numbers are what that code measured; `python -m bench suite` reruns exactly these).", ""]
     lines += verdict_summary(boards)
     for b in boards:
         task, primary, higher = b["task"], b["primary"], b["higher"]
