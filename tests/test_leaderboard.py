@@ -664,3 +664,18 @@ def test_a_row_equal_to_its_untrained_start_is_flagged_with_why(tmp_path):
     build_quiet(tmp_path, tmp_path / "lb", task="gmm8", formats="md")
     line = next(ln for ln in (tmp_path / "lb" / "gmm8.md").read_text().splitlines() if ln.startswith("| irl-untuned "))
     assert "untrained" not in line
+
+
+def test_the_index_counts_the_core_hours_the_results_record(tmp_path):
+    """Fit (the artifact's own cost when reused), sampling, metrics, the untrained check and the
+    overhead timing of every result, by hand: 2 x (3600 + 0.25) + (0 reused -> 1800 + 0.25 + 900
+    + 450 + 90 + 360) seconds."""
+    write(tmp_path, dict(result("irl", 10, 0, 0.1), fit_cost=dict(nfe=5, seconds=3600.0)))
+    write(tmp_path, dict(result("irl", 10, 1, 0.1), fit_cost=dict(nfe=5, seconds=3600.0)))
+    write(tmp_path, dict(result("irl", 10, 2, 0.1), metric_seconds=900.0, untrained=dict(seconds=450.0),
+                         overhead=dict(base_seconds=90.0, ratio=0.1), sample_seconds=360.25,
+                         fit_cost=dict(nfe=0, seconds=0.0, reused=True, artifact=dict(nfe=5, seconds=1800.0))))
+    build_quiet(tmp_path, tmp_path / "lb", formats="md")
+    head, rows = md_table((tmp_path / "lb" / "README.md").read_text())
+    cell = next(r for r in rows if r[0].startswith("[gmm8]"))[head.index("core-hours")]
+    assert cell == f"{(2 * 3600.25 + 1800 + 360.25 + 900 + 450 + 90) / 3600:.2f}", cell

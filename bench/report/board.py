@@ -180,6 +180,17 @@ def fit_of(r: dict) -> tuple:
     return src.get("nfe"), src.get("seconds")
 
 
+def recorded_seconds(r: dict) -> float:
+    """The compute one result file records: its fit (the artifact's own cost when it reused a
+    cached one), sampling, metrics, the untrained-start check and the base solver's overhead
+    timing; each a single-threaded process in the suite, so core-seconds."""
+    def sec(d, key):
+        v = d.get(key) if isinstance(d, dict) else None
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else 0.0
+    return (sec(dict(seconds=fit_of(r)[1]), "seconds") + sec(r, "sample_seconds") + sec(r, "metric_seconds")
+            + sec(r.get("untrained"), "seconds") + sec(r.get("overhead"), "base_seconds"))
+
+
 def task_info(task: str, metrics: list[str]) -> tuple[str, dict, str, dict]:
     """(primary metric, higher_is_better, seed aggregate, metric notes) from the registered task,
     else the first metric, lower is better, mean, no notes."""
@@ -470,7 +481,7 @@ def make(name: str, measured: list[dict], reported: list[dict], roots: list[Path
                 privileged=sorted({row_label(r) for r in ok if r.get("privileged")}),
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
-                code=code_status(behind),
+                code=code_status(behind), core_hours=sum(recorded_seconds(r) for r in behind) / 3600,
                 failed=failed, differ=differ, best=_best(rows, primary, higher),
                 best_reported=_best_reported(reported, primary, higher), samples=None)
 

@@ -249,16 +249,19 @@ def index(boards: list[dict], formats: tuple[str, ...], published: bool = False)
     lines = ["# Leaderboards", "", intro, "",
              "Per task and NFE budget: the best measured row (mean ± 95% t-interval over seeds), its paired "
              "verdict against the best classic solver there (better or worse only when the paired 95% t-interval "
-             "excludes 0; `*` close: p between 0.01 and 0.10) and what its fit cost. A learned row equal to its "
+             "excludes 0; `*` close: p between 0.01 and 0.10) and what its fit cost. *core-hours*: the compute the "
+             "task's result files record (fits, sampling, metrics, checks; one core each). A learned row equal to its "
              "untrained start in some seed is flagged. Reported (published) numbers are on each task's page, never "
              "ranked with measured ones.", ""]
     manifest = published and any("coverage" in b for b in boards)
-    head = ["task", "primary metric", "rows", "newest result", "commits", "code"] + (["manifest"] if manifest else [])
+    head = ["task", "primary metric", "rows", "core-hours", "newest result", "commits", "code"] + (
+        ["manifest"] if manifest else [])
     body = []
     for b in boards:
         n = b["newest"]
         body.append([f"[{b['task']}](#{_anchor(b['task'])})", f"{b['primary']} {arrow(b['higher'], b['primary'])}",
-                     str(len(b["rows"])), "—" if n is None else str(n.get("created", "unknown"))[:10],
+                     str(len(b["rows"])), f"{b['core_hours']:.2f}" if b["rows"] else "—",
+                     "—" if n is None else str(n.get("created", "unknown"))[:10],
                      ", ".join(f"`{short_sha(sha)}`" for sha in sorted(b["shas"])) or "—", _code_text(b["code"])]
                     + ([_coverage_count(b)] if manifest else []))
     lines += [pipe_table(head, body, ["left"] * len(head)), ""]
