@@ -184,11 +184,11 @@ def recorded_seconds(r: dict) -> float:
     """The compute one result file records: its fit (the artifact's own cost when it reused a
     cached one), sampling, metrics, the untrained-start check and the base solver's overhead
     timing; each a single-threaded process in the suite, so core-seconds."""
-    def sec(d, key):
-        v = d.get(key) if isinstance(d, dict) else None
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else 0.0
-    return (sec(dict(seconds=fit_of(r)[1]), "seconds") + sec(r, "sample_seconds") + sec(r, "metric_seconds")
-            + sec(r.get("untrained"), "seconds") + sec(r.get("overhead"), "base_seconds"))
+    def part(d, key):
+        return d.get(key) if isinstance(d, dict) else None
+    parts = [fit_of(r)[1], r.get("sample_seconds"), r.get("metric_seconds"), part(r.get("untrained"), "seconds"),
+             part(r.get("overhead"), "base_seconds")]
+    return sum(v for v in map(num, parts) if math.isfinite(v))
 
 
 def task_info(task: str, metrics: list[str]) -> tuple[str, dict, str, dict]:
@@ -413,7 +413,7 @@ def code_status(results: list[dict]) -> dict:
     """How many results carry the code version this checkout gives their task and method (so this
     commit reproduces them), which labels do not (their code changed since: the suite reruns them),
     and how many cannot be checked (a method or task not registered here)."""
-    current, stale, unknown, behind = 0, set(), 0, 0
+    current, stale, unknown = 0, set(), 0
     for r in results:
         try:
             want = code_version(task_class(str(r["task"])).__module__, method_class(str(r["method"])).__module__)
@@ -424,8 +424,7 @@ def code_status(results: list[dict]) -> dict:
             current += 1
         else:
             stale.add(row_label(r))
-            behind += 1
-    return dict(current=current, stale=sorted(stale), unknown=unknown, stale_results=behind)
+    return dict(current=current, stale=sorted(stale), unknown=unknown, total=len(results))
 
 
 def usable(task: str, measured: list[dict]) -> tuple[list[dict], list[dict]]:

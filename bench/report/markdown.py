@@ -29,11 +29,17 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+STALE_NOTE = "their numbers are what that code measured; `python -m bench suite` reruns exactly these"
+
+
+def _stale_count(c: dict) -> int:
+    return c["total"] - c["current"] - c["unknown"]
+
+
 def _stale_text(b: dict) -> str:
     c = b["code"]
-    return (f"**Stale:** {c['stale_results']} of {c['stale_results'] + c['current'] + c['unknown']} results "
-            f"({_plural(len(c['stale']), 'method label')}) were made by other code than this checkout's: their numbers are what "
-            f"that code measured and may change when rerun (`python -m bench suite` reruns exactly these).")
+    return (f"**Stale:** {_stale_count(c)} of {c['total']} results ({_plural(len(c['stale']), 'method label')}) were "
+            f"made by other code than this checkout's ({STALE_NOTE}).")
 
 
 def md_num(v) -> str:
@@ -267,9 +273,8 @@ def index(boards: list[dict], formats: tuple[str, ...], published: bool = False)
     lines += [pipe_table(head, body, ["left"] * len(head)), ""]
     stale = [b for b in boards if b.get("code") and b["code"]["stale"]]
     if stale:
-        lines += ["**Stale:** " + "; ".join(f"{b['task']}: {_plural(b['code']['stale_results'], 'result')} made by other code "
-                                            f"than this checkout's" for b in stale)
-                  + " (their numbers are what that code measured; `python -m bench suite` reruns exactly these).", ""]
+        lines += ["**Stale:** " + "; ".join(f"{b['task']}: {_plural(_stale_count(b['code']), 'result')} made by other "
+                                            f"code than this checkout's" for b in stale) + f" ({STALE_NOTE}).", ""]
     lines += verdict_summary(boards)
     for b in boards:
         task, primary, higher = b["task"], b["primary"], b["higher"]

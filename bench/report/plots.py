@@ -24,9 +24,9 @@ def value_scale(ax, values) -> str:
     KID near 0 beside a sampler that fails); else, and for positive values within a factor 2.5,
     linear. Returns the scale's name."""
     finite = [float(x) for x in values if math.isfinite(x)]
-    if finite and all(x > 0 for x in finite) and max(finite) < 2.5 * min(finite):
-        return "linear"  # no 1, 2 or 5 of a decade may fall inside (the widest gap, 2 to 5, is 2.5x)
     if finite and all(x > 0 for x in finite):
+        if max(finite) < 2.5 * min(finite):
+            return "linear"  # no 1, 2 or 5 of a decade may fall inside (the widest gap, 2 to 5, is 2.5x)
         ax.set_yscale("log")
         if max(finite) < 100 * min(finite):  # under two decades: label 1, 2, 5 of each, or no tick shows
             ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
