@@ -11,6 +11,7 @@ import bench
 from bench.cli import main
 from bench.engine import suite
 from bench.engine.results import PUBLISHED_RESULTS, load_results, read_result
+from bench.report.markdown import flags
 
 SMALL = ["--samples", "64", "--no-progress", "--seeds", "0"]
 
@@ -163,6 +164,28 @@ def test_a_nan_metric_in_a_successful_result_is_warned_naming_the_file(tmp_path)
     with pytest.warns(UserWarning, match=r"nfe5_seed0.json: metric\(s\) w2 are NaN"):
         (got,) = load_results(out)
     assert "w2" not in got["metrics"] and "mmd" in got["metrics"]
+
+
+def test_a_seed_without_a_primary_value_is_neither_counted_nor_paired(tmp_path):
+    from bench.report.board import make
+    out = tmp_path / "r"
+    for m in ("euler", "ipndm"):
+        bench.run(m, "gmm8", nfe=5, seeds=[0, 1, 2, 3], samples=64, out=out, progress=False)
+    path = out / "gmm8" / "ipndm" / "nfe5_seed3.json"
+    r = json.loads(path.read_text())
+    r["metrics"]["mmd"] = "nan"
+    path.write_text(json.dumps(r))
+    with pytest.warns(UserWarning, match="nfe5_seed3.json"):
+        b = make("gmm8", load_results(out), [], [out])
+    row = next(e for e in b["rows"] if e["method"] == "ipndm")
+    assert (row["seeds"], row["seed_list"], row["unscored"]) == (3, [0, 1, 2], 1)
+    assert "1 without mmd" in flags(b, row)
+    (cmp,) = b["paired"].to_dict("records")  # euler against ipndm, whichever is the reference
+    mmd = {e["method"]: {x["seed"]: x["metrics"]["mmd"] for x in e["results"] if "mmd" in x["metrics"]}
+           for e in b["rows"]}
+    sign = 1 if cmp["label"] == "ipndm" else -1
+    assert cmp["seeds"] == 3 and cmp["diff"] == pytest.approx(
+        sign * sum(mmd["ipndm"][s] - mmd["euler"][s] for s in (0, 1, 2)) / 3, rel=1e-9)
 
 
 def test_the_leaderboard_skips_a_tampered_result_naming_it(tmp_path, capsys):

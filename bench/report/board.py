@@ -234,12 +234,13 @@ def _on_own(r: dict, own: str | None) -> bool:
 
 
 def primary_frame(ok: list[dict], primary: str, own: str | None):
-    """One row per successful result: label, family, nfe, seed, the primary metric's value and
-    whether it sampled the task's own denoiser."""
+    """One row per successful result with a value of the primary metric: label, family, nfe, seed,
+    the value and whether it sampled the task's own denoiser (a seed without a value pairs with none)."""
     import pandas as pd
     return pd.DataFrame([dict(label=row_label(r), family=family_of(r["method"]), nfe=int(r["nfe_budget"]),
                               seed=int(r["seed"]), value=num(r["metrics"].get(primary)), own=_on_own(r, own))
-                         for r in ok], columns=["label", "family", "nfe", "seed", "value", "own"])
+                         for r in ok if not math.isnan(num(r["metrics"].get(primary)))],
+                        columns=["label", "family", "nfe", "seed", "value", "own"])
 
 
 def _norm_protocol(r: dict) -> dict:
@@ -278,8 +279,10 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
         if len(protocols) > 1:
             warnings.warn(f"{label} at NFE {nfe}: its {len(rs)} results were made under {len(protocols)} different "
                           f"protocols; the row's mean mixes them (see the protocol footnotes)", stacklevel=3)
+        scored = [int(r["seed"]) for r in rs if not math.isnan(num(r["metrics"].get(primary)))]
         row = dict(kind="measured", method=label, nfe=nfe, nfe_measured=mean_of(r.get("nfe") for r in rs),
-                   seeds=len(rs), seed_list=[int(r["seed"]) for r in rs], failed=n_failed.get((label, nfe), 0),
+                   seeds=len(scored), seed_list=scored, unscored=len(rs) - len(scored),
+                   failed=n_failed.get((label, nfe), 0),
                    mean={}, ci={}, min={}, fit_nfe=mean_of(f[0] for f in fits), fit_seconds=mean_of(f[1] for f in fits),
                    sample_seconds=mean_of(r.get("sample_seconds") for r in rs), protocols=protocols,
                    n_samples=mean_of(r.get("n_samples") for r in rs), family=family_of(rs[0]["method"]) if rs else "other",

@@ -75,14 +75,14 @@ def verdict_cell(b: dict, e: dict) -> str:
     if hit is None:
         return verdict(b, e)
     if hit["verdict"] == "n/a":
-        return f"n/a ({hit['seeds']} common seeds)"
+        return f"n/a ({hit['seeds']} common seed{'' if hit['seeds'] == 1 else 's'})"
     sign = "+" if hit["diff"] > 0 else ""
     return f"{hit['verdict']}{'*' if hit['close'] else ''} {sign}{md_num(hit['diff'])}"
 
 
 def flags(b: dict, e: dict) -> str:
-    """What a reader must know before citing a row: failed seeds, privileged knowledge, a fit whose
-    samples equal its untrained start's (it never moved)."""
+    """What a reader must know before citing a row: failed seeds, seeds without a primary value
+    (warned as NaN at load), privileged knowledge, a fit whose samples equal its untrained start's."""
     out = []
     u = e.get("untrained")
     if u and u["identical"]:
@@ -92,6 +92,8 @@ def flags(b: dict, e: dict) -> str:
         out.append(f"= untrained start ({u['start']}) in {u['identical']} of {u['checked']} seeds ({why})")
     if e["failed"]:
         out.append(f"{e['failed']} failed")
+    if e.get("unscored"):
+        out.append(f"{e['unscored']} without {b['primary']}")
     if e["method"] in b["privileged"]:
         out.append("privileged")
     if not e["own"]:
