@@ -92,10 +92,11 @@ def test_ld3_levels_are_a_schedule_for_any_parameters_and_invert_the_edm_schedul
         torch.testing.assert_close(levels(xi_for(edm), 0.002, 80.0), edm, rtol=64 * 2.2e-16, atol=0)
 
 
-def test_ld3_student_equal_to_its_teacher_has_zero_loss(tmp_path):
+def test_ld3_student_equal_to_its_teacher_has_zero_loss_so_the_teacher_is_finer(tmp_path):
     """The student with the teacher's solver and steps, started at the teacher's schedule, reproduces the
-    teacher (float64 state, float32 network: up to the float64 rounding of the levels) and keeps that
-    schedule, however the optimiser moves."""
+    teacher (float64 state, float32 network: up to the float64 rounding of the levels): nothing to learn.
+    So the teacher takes at least twice the student's NFE, and a fit asked for a teacher as coarse as
+    its student distils a finer one and moves off its start."""
     from bench.methods.ld3 import l2, levels, xi_for
     task = bench.get_task("gmm8")
     den = task.denoiser()
@@ -106,9 +107,10 @@ def test_ld3_student_equal_to_its_teacher_has_zero_loss(tmp_path):
         student = bench.sampling.ipndm(den, x, levels(xi_for(edm), den.sigma_min, den.sigma_max))
     assert float(l2(student, teacher).max()) <= 1e-9 * float(teacher.abs().max())
     r = bench.run("ld3", "gmm8", nfe=6, seeds=[0], samples=100, out=tmp_path, progress=False, cache=tmp_path / "c",
-                  config=dict(solver="ipndm", teacher_nfe=6, pairs=8, rounds=2))[0]
-    torch.testing.assert_close(torch.tensor(r["budget_config"]["sigmas"], dtype=torch.float64), edm,
-                               rtol=64 * 2.2e-16, atol=0)
+                  config=dict(solver="ipndm", teacher_nfe=6, pairs=20, rounds=2))[0]
+    assert r["budget_config"]["teacher_nfe"] == 12 and r["fit_cost"]["nfe"] >= 12 * 20
+    moved = torch.tensor(r["budget_config"]["sigmas"], dtype=torch.float64) - edm
+    assert float(moved.abs().max()) > 1e-6 and r["untrained"]["identical"] is False
 
 
 def test_ld3_soft_start_stays_in_the_ball_and_never_raises_the_loss():
