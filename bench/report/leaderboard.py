@@ -29,7 +29,6 @@ from pathlib import Path
 
 from bench.engine.io import atomic_write_bytes
 from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
-from bench.engine.runner import _inside  # one definition of "path is within folder" for runs and boards
 from bench.registry import task_class
 from bench.report import coverage, paired
 from bench.report.board import (RESERVED, choose_samples, is_generated, load, make, own_denoiser, primary_frame,
@@ -65,6 +64,11 @@ def parse_formats(formats) -> tuple[str, ...]:
     if not chosen:
         raise ValueError("no leaderboard format given: choose from md, csv, json, latex, png")
     return tuple(f for f in FORMATS if f in chosen)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 def board_paths(results=None, out=None, *, published: bool = False) -> tuple:
