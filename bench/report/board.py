@@ -238,9 +238,14 @@ def primary_frame(ok: list[dict], primary: str, own: str | None):
     the value and whether it sampled the task's own denoiser (a seed without a value pairs with none)."""
     import pandas as pd
     return pd.DataFrame([dict(label=row_label(r), family=family_of(r["method"]), nfe=int(r["nfe_budget"]),
-                              seed=int(r["seed"]), value=num(r["metrics"].get(primary)), own=_on_own(r, own))
-                         for r in ok if not math.isnan(num(r["metrics"].get(primary)))],
+                              seed=int(r["seed"]), value=_value(r, primary), own=_on_own(r, own))
+                         for r in ok if not math.isnan(_value(r, primary))],
                         columns=["label", "family", "nfe", "seed", "value", "own"])
+
+
+def _value(r: dict, metric: str) -> float:
+    """A result's value of ``metric``; NaN where it has none (a NaN metric is dropped at load)."""
+    return num(r["metrics"].get(metric))
 
 
 def _norm_protocol(r: dict) -> dict:
@@ -279,7 +284,7 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
         if len(protocols) > 1:
             warnings.warn(f"{label} at NFE {nfe}: its {len(rs)} results were made under {len(protocols)} different "
                           f"protocols; the row's mean mixes them (see the protocol footnotes)", stacklevel=3)
-        scored = [int(r["seed"]) for r in rs if not math.isnan(num(r["metrics"].get(primary)))]
+        scored = [int(r["seed"]) for r in rs if not math.isnan(_value(r, primary))]
         row = dict(kind="measured", method=label, nfe=nfe, nfe_measured=mean_of(r.get("nfe") for r in rs),
                    seeds=len(scored), seed_list=scored, unscored=len(rs) - len(scored),
                    failed=n_failed.get((label, nfe), 0),

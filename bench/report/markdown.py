@@ -75,7 +75,7 @@ def verdict_cell(b: dict, e: dict) -> str:
     if hit is None:
         return verdict(b, e)
     if hit["verdict"] == "n/a":
-        return f"n/a ({hit['seeds']} common seed{'' if hit['seeds'] == 1 else 's'})"
+        return f"n/a ({_plural(hit['seeds'], 'common seed')})"
     sign = "+" if hit["diff"] > 0 else ""
     return f"{hit['verdict']}{'*' if hit['close'] else ''} {sign}{md_num(hit['diff'])}"
 
