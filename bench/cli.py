@@ -53,6 +53,19 @@ def positive_int(text: str) -> int:
     return v
 
 
+def once_each(what: str):
+    """An integer list (``parse_ints``) that names each value once: a repeated seed or budget would
+    run the same job twice and count it twice in the summary."""
+    def parse(text: str) -> list[int]:
+        values = parse_ints(text, what)
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} names {', '.join(map(str, twice))} more than once: "
+                                             f"list each once")
+        return values
+    return parse
+
+
 def parse_setting(text: str):
     """``key=value``: the value as JSON (numbers, true/false, lists, quoted strings), else as a
     plain string (``solver=euler``); ``inf`` is infinity."""
@@ -75,9 +88,9 @@ def parser() -> argparse.ArgumentParser:
                                    "A rerun skips the results already written with the same configuration.")
     r.add_argument("--method", default="edm", help="the method (`python -m bench list` shows them)")
     r.add_argument("--task", default="gmm8", help="the task, optionally versioned as NAME-vN (`python -m bench list`)")
-    r.add_argument("--nfe", type=lambda s: parse_ints(s, "NFE list"), default=[5, 10, 20, 35],
+    r.add_argument("--nfe", type=once_each("NFE list"), default=[5, 10, 20, 35],
                    help="NFE budgets (denoiser evaluations per sample): a list, ranges like 5-8 too")
-    r.add_argument("--seeds", type=lambda s: parse_ints(s, "seed range"), default=[0, 1, 2],
+    r.add_argument("--seeds", type=once_each("seed range"), default=[0, 1, 2],
                    help="evaluation seeds: each a fresh set of initial noise")
     r.add_argument("--samples", type=positive_int, default=None, help="samples per run (default: the task's)")
     r.add_argument("--out", default="results", help="the folder result files go to (OUT/TASK/LABEL/...)")

@@ -102,6 +102,16 @@ def test_huge_ranges_are_refused_at_once(tmp_path, capsys, flag, value):
     assert "at most 10,000" in err and len(err.strip().splitlines()) == 1
 
 
+
+@pytest.mark.parametrize("flag,value,twice", [("--seeds", "0,0", "0"), ("--seeds", "0-3,2", "2"),
+                                              ("--nfe", "5,10,5-6", "5")])
+def test_a_seed_or_budget_named_twice_is_refused_before_any_work(tmp_path, capsys, flag, value, twice):
+    # run twice, such a job would be counted twice in the run's summary ("2/2 seeds" for one seed)
+    rc, _, err = cli(capsys, "run", "--method", "edm", "--task", "gmm8", flag, value, "--out", tmp_path / "r")
+    assert rc == 2
+    one_line_error(err, f"names {twice} more than once")
+    assert not (tmp_path / "r").exists()
+
 def test_too_many_runs_in_one_command_are_refused(tmp_path):
     with pytest.raises(ValueError, match="split them over several commands"):
         bench.run("edm", "gmm8", nfe=list(range(3, 103)), seeds=list(range(200)), out=tmp_path, progress=False)
