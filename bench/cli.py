@@ -10,9 +10,10 @@ import json
 import pickle
 import sys
 import warnings
+from pathlib import Path
 
 from bench.data.fetch import FetchError
-from bench.engine.io import WriteError
+from bench.engine.io import WriteError, check_writable
 from bench.engine.suite import parse_ints
 from bench.method import BudgetError
 from bench.registry import UnknownNameError
@@ -166,13 +167,15 @@ def parser() -> argparse.ArgumentParser:
     td.add_argument("--task", required=True, help="a task with its own denoiser (gmm8, digits, ...)")
     td.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the task's)")
     td.add_argument("--seed", type=int, default=0, help="training seed")
-    td.add_argument("--out", default=None, help="weights file (default: where the task loads it)")
+    td.add_argument("--out", default=None, help="weights file (default: the task's shipped weights, with --force)")
+    td.add_argument("--force", action="store_true", help="replace an existing weights file")
 
     tc = sub.add_parser("train-classifier", help="train a task's feature classifier (tasks that have one)",
                         formatter_class=Formatter)
     tc.add_argument("--task", required=True, help="a task with a classifier (digits)")
     tc.add_argument("--seed", type=int, default=0, help="training seed")
-    tc.add_argument("--out", default=None, help="weights file (default: where the task loads it)")
+    tc.add_argument("--out", default=None, help="weights file (default: the task's shipped classifier, with --force)")
+    tc.add_argument("--force", action="store_true", help="replace an existing weights file")
 
     cv = sub.add_parser("convert", help="convert an EDM checkpoint (.pkl) to .safetensors, without running its code",
                         formatter_class=Formatter)
@@ -249,6 +252,11 @@ def _dispatch(a, p):
         from bench.nets.toynet import save_denoiser
         from bench.nets.train import train_denoiser
         task = get_task(a.task)
+        if not (hasattr(task, "build_denoiser") and hasattr(task, "weights_path")):
+            raise Unsupported(f"task {task.name} has no denoiser of its own to train (it samples a pretrained "
+                              f"network); tasks with one: "
+                              + ", ".join(n for n, c in registry.tasks().items() if hasattr(c, "build_denoiser")))
+        _check_weights_out(a.out or task.weights_path(), a.force, shipped=a.out is None)
         log = {}
         net = train_denoiser(task, steps=a.steps, seed=a.seed, log=log, progress=live_bars(True))
         out = a.out or task.weights_path()
@@ -262,6 +270,12 @@ def _dispatch(a, p):
         task = get_task(a.task)
         if not hasattr(task, "train_classifier"):
             raise Unsupported(f"task {task.name} has no classifier to train")
+        if a.out is None and not a.force:
+            raise FileExistsError(f"train-classifier writes over task {task.name}'s shipped classifier, which every "
+                                  f"published result of it was scored with: pass --out PATH for one of your own, or "
+                                  f"--force to replace it")
+        if a.out is not None:
+            _check_weights_out(a.out, a.force)
         info = task.train_classifier(out=a.out, seed=a.seed, progress=live_bars(True))
         print(f"wrote {info['path']} (accuracy {json.dumps(info['accuracy'])})")
         return 0
@@ -271,6 +285,22 @@ def _dispatch(a, p):
         print(f"wrote {a.out}")
         return 0
     return 2
+
+
+def _check_weights_out(out, force: bool, shipped: bool = False):
+    """Before a training starts, the file it will write: a file (not a folder or a device) in a
+    writable folder, replaced only with ``force`` (the shipped weights made every published result)."""
+    p = Path(out).expanduser()
+    if p.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; name the .safetensors file to write")
+    if p.exists() and not p.is_file():
+        raise ValueError(f"--out {out} is not a regular file (a device, pipe or socket); name a .safetensors file")
+    if p.exists() and not force:
+        if shipped:
+            raise FileExistsError(f"{p} holds the task's shipped weights, which made every published result of it: "
+                                  f"pass --out PATH for weights of your own, or --force to replace them")
+        raise FileExistsError(f"--out {p} exists; pass --force to replace it, or name another file")
+    check_writable(p.parent, "the folder of --out", "choose another --out")
 
 
 def method_settings(name: str) -> str:

@@ -297,6 +297,69 @@ def test_convert_never_replaces_a_device_node_and_says_the_truth(tmp_path, capsy
     assert not (tmp_path / "y.safetensors").exists()
 
 
+def _no_training(monkeypatch):
+    import bench.nets.train
+
+    def refuse(*a, **k):
+        raise AssertionError("trained although the output was refused")
+    monkeypatch.setattr(bench.nets.train, "train_denoiser", refuse)
+
+
+@pytest.mark.parametrize("out,words", [(None, ["shipped weights", "--out PATH", "--force"]),
+                                       ("existing", ["exists", "--force"]),
+                                       ("folder", ["is a folder"]),
+                                       ("/dev/null", ["not a regular file"])])
+def test_training_never_writes_over_weights_unasked_and_says_so_before_it_starts(tmp_path, capsys, monkeypatch,
+                                                                                  out, words):
+    from bench.engine.runner import get_task
+    _no_training(monkeypatch)
+    shipped = get_task("gmm8").weights_path()
+    before = shipped.read_bytes()
+    (tmp_path / "existing").write_bytes(b"mine")
+    target = {None: [], "existing": ["--out", tmp_path / "existing"], "folder": ["--out", tmp_path],
+              "/dev/null": ["--out", "/dev/null"]}[out]
+    rc, _, err = cli(capsys, "train-denoiser", "--task", "gmm8", *target)
+    assert rc == 2
+    one_line_error(err, *words)
+    assert shipped.read_bytes() == before and (tmp_path / "existing").read_bytes() == b"mine"
+
+
+def test_training_a_pretrained_tasks_network_is_refused_naming_the_tasks_that_train(capsys, monkeypatch):
+    _no_training(monkeypatch)
+    rc, _, err = cli(capsys, "train-denoiser", "--task", "cifar10")
+    assert rc == 2
+    one_line_error(err, "cifar10 has no denoiser of its own", "gmm8", "digits")
+
+
+def test_training_the_classifier_over_the_shipped_one_needs_force(tmp_path, capsys, monkeypatch):
+    from bench.engine.runner import get_task
+
+    def refuse(*a, **k):
+        raise AssertionError("trained although the output was refused")
+    monkeypatch.setattr(type(get_task("digits")), "train_classifier", refuse)
+    rc, _, err = cli(capsys, "train-classifier", "--task", "digits")
+    assert rc == 2
+    one_line_error(err, "shipped classifier", "--out PATH", "--force")
+    (tmp_path / "c.safetensors").write_bytes(b"mine")
+    rc, _, err = cli(capsys, "train-classifier", "--task", "digits", "--out", tmp_path / "c.safetensors")
+    assert rc == 2
+    one_line_error(err, "exists", "--force")
+    assert (tmp_path / "c.safetensors").read_bytes() == b"mine"
+
+
+def test_training_writes_a_new_file_and_replaces_one_only_with_force(tmp_path, capsys):
+    from bench.nets.toynet import load_denoiser
+    out = tmp_path / "w" / "mine.safetensors"
+    rc, stdout, _ = cli(capsys, "train-denoiser", "--task", "gmm8", "--steps", "2", "--out", out)
+    assert rc == 0 and f"wrote {out}" in stdout
+    first = out.read_bytes()
+    load_denoiser(out)  # readable, architecture and sha recorded
+    rc, _, err = cli(capsys, "train-denoiser", "--task", "gmm8", "--steps", "2", "--seed", "1", "--out", out)
+    assert rc == 2 and out.read_bytes() == first
+    rc, _, _ = cli(capsys, "train-denoiser", "--task", "gmm8", "--steps", "2", "--seed", "1", "--out", out, "--force")
+    assert rc == 0 and out.read_bytes() != first
+
+
 def test_an_unwritable_cache_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
