@@ -458,6 +458,7 @@ def test_json_round_trips_and_matches_csv(built):
     obj = json.loads(text)
     assert json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n" == text
     assert obj["generated_by"] == "bench.leaderboard" and obj["primary_metric"] == "mmd"
+    assert obj["interval"].startswith("95% t-interval over seeds")  # what ci95 is (the CSV's, checked by hand above)
     by = {(m["method"], m["nfe"]): m for m in obj["measured"]}
     for (label, nfe), row in built["rows"].items():
         m = by[(label, nfe)]

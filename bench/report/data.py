@@ -73,7 +73,8 @@ def json_bytes(b: dict) -> bytes:
     obj = dict(
         generated_by=GENERATOR, task=b["task"], task_version=b["version"], primary_metric=b["primary"],
         higher_is_better={m: bool(b["higher"].get(m, False)) for m in metrics}, seed_aggregate=b["aggregate"],
-        interval=f"{CI_LEVEL:.0%} percentile bootstrap over seeds (scipy.stats.bootstrap), larger side as the half-width (null with one seed)",
+        interval=f"{CI_LEVEL:.0%} t-interval over seeds (Student's t, seeds - 1 degrees of freedom): ci95 is its "
+                 f"half-width (null with one seed)",
         newest_result=None if n is None else dict(created=n.get("created"), git_sha=n.get("git_sha"),
                                                   file=n.get("rel_path")),
         git_shas=b["shas"], protocols={pid: p for pid, p in b["protocols"].items()},
