@@ -336,3 +336,50 @@ def test_t_interval_of_equal_values_has_zero_width():
     assert t_interval([0.1, 0.1, 0.1]) == (0.1, 0.1)
     lo, hi = t_interval([0.1, 0.1, 0.1 + 1e-12])
     assert lo < 0.1 < hi
+
+
+def test_every_published_verdict_agrees_with_scipy_on_the_result_files():
+    """The published paired verdicts recomputed from the result files alone, by scipy's one-sample t
+    test on the seed-by-seed differences, not by bench.report: the same common seeds, mean
+    difference, 95% interval, close flag (p in [0.01, 0.10)) and verdict for every row."""
+    import collections
+    import csv
+    import math
+    from pathlib import Path
+
+    import numpy as np
+    import scipy.stats
+
+    boards = Path(__file__).resolve().parent.parent / "leaderboards"
+    checked = 0
+    for table in sorted(boards.glob("*.paired.csv")):
+        task = table.name.split(".")[0]
+        rows = list(csv.DictReader(table.open()))
+        if not rows:
+            continue
+        primary = json.loads((boards / f"{task}.json").read_text())["primary_metric"]
+        values = collections.defaultdict(dict)
+        for f in (boards / "results" / task).glob("*/*.json"):
+            r = json.loads(f.read_text())
+            v = r.get("metrics", {}).get(primary) if r.get("status") == "ok" else None
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                values[(r["label"], int(r["nfe_budget"]))][int(r["seed"])] = float(v)
+        for row in rows:
+            a, b = values[(row["label"], int(row["nfe"]))], values[(row["reference"], int(row["nfe"]))]
+            seeds = sorted(set(a) & set(b))
+            d = np.array([a[s] - b[s] for s in seeds])
+            where = f"{task} NFE {row['nfe']}: {row['label']} - {row['reference']}"
+            assert len(seeds) == int(row["seeds"]) and len(seeds) >= 2, where
+            if np.all(d == d[0]):  # no spread: the interval is the point, its p-value 0 or 1
+                low, high, p = d[0], d[0], 1.0 if d[0] == 0 else 0.0
+            else:
+                test = scipy.stats.ttest_1samp(d, 0.0)
+                low, high = test.confidence_interval(0.95)
+                p = test.pvalue
+            verdict = "tie" if low <= 0 <= high else ("better" if high < 0 else "worse")
+            assert float(row["diff"]) == pytest.approx(d.mean(), rel=1e-9, abs=1e-15), where
+            assert float(row["diff_low"]) == pytest.approx(low, rel=1e-7, abs=1e-13), where
+            assert float(row["diff_high"]) == pytest.approx(high, rel=1e-7, abs=1e-13), where
+            assert (row["verdict"], row["close"]) == (verdict, str(0.01 <= p < 0.10)), where
+            checked += 1
+    assert checked >= 300  # every task's board was read, not skipped
