@@ -680,3 +680,20 @@ def test_the_index_counts_the_core_hours_the_results_record(tmp_path):
     head, rows = md_table((tmp_path / "lb" / "README.md").read_text())
     cell = next(r for r in rows if r[0].startswith("[gmm8]"))[head.index("core-hours")]
     assert cell == f"{(2 * 3600.25 + 1800 + 360.25 + 900 + 450 + 90) / 3600:.2f}", cell
+
+
+def test_the_index_pictures_its_verdicts_only_when_there_are_some(tmp_path):
+    for seed in range(3):
+        write(tmp_path / "r", result("ipndm", 10, seed, 0.1 + 0.01 * seed, method="ipndm"))
+        write(tmp_path / "r", result("ld3", 10, seed, 0.05 + 0.02 * seed, method="ld3"))
+    paths, _ = build_quiet(tmp_path / "r", tmp_path / "lb")
+    names = {p.name for p in paths}
+    assert {"README.md", "verdicts.png"} <= names
+    assert (tmp_path / "lb" / "verdicts.png").read_bytes().startswith(b"\x89PNG")
+    assert "![every verdict across tasks](verdicts.png)" in (tmp_path / "lb" / "README.md").read_text()
+    paths, _ = build_quiet(tmp_path / "r", tmp_path / "md", formats="md")  # no pictures asked for: no link
+    assert "verdicts.png" not in (tmp_path / "md" / "README.md").read_text()
+    alone = tmp_path / "alone"
+    write(alone, result("ipndm", 10, 0, 0.1, method="ipndm"))  # a reference with nothing to compare
+    paths, _ = build_quiet(alone, tmp_path / "lb2")
+    assert "verdicts.png" not in {p.name for p in paths}

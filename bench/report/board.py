@@ -36,7 +36,7 @@ CI_LEVEL = 0.95
 GENERATOR = "bench.leaderboard"  # the mark of a generated JSON file (kept from before the move)
 
 
-RESERVED = {"README", "reported", "references"}  # names of files under out that are not a task's
+RESERVED = {"README", "reported", "references", "verdicts"}  # names of files under out that are not a task's
 
 
 SAMPLE_COLUMNS = 10  # sample indices 0..9 in the grid
@@ -651,3 +651,27 @@ def verdict(b: dict, e: dict) -> str:
         return "reference" if e["method"] in refs else "—"
     return str(hit["verdict"].iloc[0])
 
+
+
+def verdict_cells(boards: list[dict]) -> tuple[list[dict], list[tuple[str, int]], dict]:
+    """Every row's paired verdict against its budget's reference, task by task, for the index's
+    table and picture: the boards that have comparisons, the (label, NFE) rows in family order
+    (classic first), and ``cells[(label, nfe)][task]``, either ``"reference"`` or the comparison
+    (``verdict``, ``close``, ``diff``, ``seeds`` and ``fewer``: fewer seeds than the task's most)."""
+    from bench.method import FAMILIES
+    shown = [b for b in boards if not b["paired"].empty]
+    cells: dict[tuple[str, int], dict] = {}
+    families: dict[str, str] = {}
+    for b in shown:
+        t = b["paired"]
+        most = int(t["seeds"].max())
+        for r in t.itertuples(index=False):
+            cells.setdefault((r.label, int(r.nfe)), {})[b["task"]] = dict(
+                verdict=r.verdict, close=bool(r.close), diff=float(r.diff), seeds=int(r.seeds),
+                fewer=int(r.seeds) < most)
+        for nfe, ref in sorted(set(zip(t["nfe"], t["reference"]))):
+            cells.setdefault((ref, int(nfe)), {})[b["task"]] = "reference"
+        families.update(b["families"])
+    rank = {f: i for i, f in enumerate(FAMILIES)}
+    keys = sorted(cells, key=lambda k: (rank.get(families.get(k[0], "other"), len(rank)), k[0], k[1]))
+    return shown, keys, cells

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from bench.report import curves, plots
-from bench.report.board import seed_text
+from bench.report.board import seed_text, verdict_cells
 
 
 def figure(figsize):
@@ -226,6 +226,66 @@ def cost_png(b: dict) -> bytes:
     # the default style, whatever the user's matplotlibrc says, so the bytes depend on the data only
     with matplotlib.style.context("default"):
         return png(cost_figure(b))
+
+
+# the verdict map's cell kinds, in colour order: what a cell says and how it is drawn
+VERDICT_KINDS = (("not run", "#ffffff"), ("reference", "#9ecae1"), ("better", "#1a9850"),
+                 ("better, close", "#a6d96a"), ("tie", "#d9d9d9"), ("worse, close", "#fdae61"),
+                 ("worse", "#d73027"), ("n/a", "#f0f0f0"))
+
+
+def verdict_kind(cell) -> int:
+    """The index in ``VERDICT_KINDS`` of a cell of ``board.verdict_cells``."""
+    if cell is None or cell == "reference":
+        return 0 if cell is None else 1
+    if cell["verdict"] in ("better", "worse"):
+        return {"better": 2, "worse": 6}[cell["verdict"]] + (1 if cell["verdict"] == "better" else -1) * cell["close"]
+    return 4 if cell["verdict"] == "tie" else 7
+
+
+def verdict_figure(boards: list[dict]):
+    """The index's verdicts across tasks as a picture: a row per (method, NFE), a column per task,
+    each cell coloured by its paired verdict against the budget's reference (close ones paler), the
+    seed count written where a row has fewer seeds than its task's others."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+    shown, keys, cells = verdict_cells(boards)
+    tasks = [b["task"] for b in shown]
+    codes = np.array([[verdict_kind(cells[k].get(t)) for t in tasks] for k in keys], dtype=float)
+    width, height = 2.6 + 1.15 * len(tasks), 2.2 + 0.17 * len(keys)  # inches: labels, legend and title around
+    fig = figure((width, height))
+    ax = fig.add_axes([1.9 / width, 0.8 / height, 1 - 2.2 / width, 1 - 2.0 / height])
+    cmap = ListedColormap([c for _, c in VERDICT_KINDS])
+    ax.imshow(codes, cmap=cmap, norm=BoundaryNorm(np.arange(len(VERDICT_KINDS) + 1) - 0.5, cmap.N),
+              aspect="auto", interpolation="nearest")
+    for i, k in enumerate(keys):
+        for j, t in enumerate(tasks):
+            c = cells[k].get(t)
+            if isinstance(c, dict) and c["fewer"]:
+                ax.text(j, i, f"{c['seeds']} seeds", ha="center", va="center", fontsize=6)
+    for i in range(1, len(keys)):  # a rule between methods
+        if keys[i][0] != keys[i - 1][0]:
+            ax.axhline(i - 0.5, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([f"{b['task']}\n({b['primary']})" for b in shown], fontsize="small")
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(keys)))
+    ax.set_yticklabels([f"{label}  {nfe}" for label, nfe in keys], fontsize=7)
+    ax.set_xticks(np.arange(len(tasks) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", axis="x", color="white", linewidth=2)
+    ax.tick_params(which="minor", length=0)
+    ax.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=n) for n, c in VERDICT_KINDS],
+              loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=4, fontsize="x-small", frameon=False)
+    fig.suptitle("Paired verdict against the best classic solver at each NFE budget\n"
+                 "(95% paired t-interval over seeds; close: p between 0.01 and 0.10)", fontsize="small",
+                 y=1 - 0.15 / height, va="top")
+    return fig
+
+
+def verdict_png(boards: list[dict]) -> bytes:
+    import matplotlib.style
+    with matplotlib.style.context("default"):
+        return png(verdict_figure(boards))
 
 
 def samples_png(b: dict) -> bytes:

@@ -18,7 +18,8 @@ Files written under ``out`` (never inside its subdirectories, so a results direc
 e.g. ``leaderboards/results``, is left alone): ``<task>.md``, ``.csv``, ``.paired.csv``,
 ``.json``, ``.tex`` (booktabs), ``.png`` (quality vs NFE), ``.cost.png`` (quality vs total
 cost), ``.fit.png`` (the fits' cost to quality), ``<task>_samples.png`` (image tasks whose
-results saved samples) and, when every task is built with markdown, ``README.md``. The outputs
+results saved samples) and, when every task is built, the index: ``README.md`` (with markdown)
+and ``verdicts.png`` (with PNG, when some row has a paired verdict: every verdict across tasks). The outputs
 depend only on the result files and the reported numbers, so rebuilding gives the same bytes.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bench.report import coverage, paired
 from bench.report.board import (RESERVED, choose_samples, is_generated, load, make, own_denoiser, primary_frame,
                                 rel_path, row_label, task_info, usable)
 from bench.report.data import csv_bytes, json_bytes
-from bench.report.figures import cost_png, fit_png, quality_png, samples_png
+from bench.report.figures import cost_png, fit_png, quality_png, samples_png, verdict_png
 from bench.report.latex import tex_bytes
 from bench.report.markdown import index, page
 from bench.report.reported import DEFAULT_PATH as REPORTED_CSV
@@ -175,9 +176,13 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
             atomic_write_bytes(path, data)
             written.append(path)
     if task is None:
+        index_files = []
         if "md" in formats:
-            path = out / "README.md"
-            atomic_write_bytes(path, index(boards, formats, published=published))
+            index_files.append((out / "README.md", index(boards, formats, published=published)))
+        if "png" in formats and any(not b["paired"].empty for b in boards):
+            index_files.append((out / "verdicts.png", verdict_png(boards)))
+        for path, data in index_files:
+            atomic_write_bytes(path, data)
             written.append(path)
         _warn_stale(out, written, formats)
     return written

@@ -7,7 +7,8 @@ import re
 
 
 from bench.report import coverage, curves, paired
-from bench.report.board import is_floor, pair_of, protocol_text, reference_of, row_protocol, seed_text, verdict
+from bench.report.board import (is_floor, pair_of, protocol_text, reference_of, row_protocol, seed_text, verdict,
+                                verdict_cells)
 
 
 def _code_text(c: dict) -> str:
@@ -307,7 +308,7 @@ def index(boards: list[dict], formats: tuple[str, ...], published: bool = False)
         lines += [pipe_table(["NFE", "best", f"{primary} {arrow(higher, primary)}", "best classic", "vs best classic",
                               "fit cost", "flags"], rows, ["right", "left", "right", "left", "left", "right", "left"]),
                   ""]
-    lines += verdict_matrix(boards)
+    lines += verdict_matrix(boards, "verdicts.png" if "png" in formats else None)
     return "\n".join(lines).encode()
 
 
@@ -340,28 +341,21 @@ def _coverage_count(b: dict) -> str:
     return "—" if c is None else f"{c['done']} of {c['listed']}"
 
 
-def verdict_matrix(boards: list[dict]) -> list[str]:
+def verdict_matrix(boards: list[dict], picture: str | None = None) -> list[str]:
     """Every row's paired verdict against its budget's reference, one column per task: where a
-    method wins, ties or loses across tasks reads off one table."""
-    from bench.method import FAMILIES
-    shown = [b for b in boards if not b["paired"].empty]
-    cells: dict[tuple[str, int], dict[str, str]] = {}
-    families: dict[str, str] = {}
-    for b in shown:
-        t = b["paired"]
-        most = int(t["seeds"].max())
-        for r in t.itertuples(index=False):
-            text = r.verdict if r.verdict == "n/a" else \
-                f"{r.verdict}{'*' if r.close else ''} {'+' if r.diff > 0 else ''}{md_num(r.diff)}"
-            cells.setdefault((r.label, int(r.nfe)), {})[b["task"]] = text + (f" ({r.seeds} seeds)" if r.seeds < most else "")
-        for nfe, ref in sorted(set(zip(t["nfe"], t["reference"]))):
-            cells.setdefault((ref, int(nfe)), {})[b["task"]] = "reference"
-        families.update(b["families"])
+    method wins, ties or loses across tasks reads off one table (and, with ``picture``, the same
+    cells coloured, in that image file)."""
+    shown, keys, cells = verdict_cells(boards)
     if not shown:
         return []
     tasks = [b["task"] for b in shown]
-    rank = {f: i for i, f in enumerate(FAMILIES)}
-    keys = sorted(cells, key=lambda k: (rank.get(families.get(k[0], "other"), len(rank)), k[0], k[1]))
+
+    def text(c) -> str:
+        if c is None or c == "reference":
+            return c or "—"
+        said = "n/a" if c["verdict"] == "n/a" else \
+            f"{c['verdict']}{'*' if c['close'] else ''} {'+' if c['diff'] > 0 else ''}{md_num(c['diff'])}"
+        return said + (f" ({c['seeds']} seeds)" if c["fewer"] else "")
     lines = ["## Verdicts across tasks", "",
              "Each row against the reference row of its task at its NFE budget (the best classic solver there on "
              "the task's own denoiser), "
@@ -369,7 +363,9 @@ def verdict_matrix(boards: list[dict]) -> list[str]:
              "t-interval excludes 0 (`*`: close, p between 0.01 and 0.10), with the mean paired difference "
              "(negative is better for a metric to be lowered); the seed count where a row has fewer seeds than "
              "the task's others; — where the row was not run. Each task's page has the intervals.", ""]
-    rows = [[md_text(label), str(nfe)] + [cells[label, nfe].get(t, "—") for t in tasks] for label, nfe in keys]
+    if picture:
+        lines += [f"![every verdict across tasks]({picture})", ""]
+    rows = [[md_text(label), str(nfe)] + [text(cells[label, nfe].get(t)) for t in tasks] for label, nfe in keys]
     lines.append(pipe_table(["method", "NFE"] + [f"{b['task']} ({b['primary']})" for b in shown], rows,
                             ["left", "right"] + ["left"] * len(tasks)))
     return lines + [""]
