@@ -1,5 +1,6 @@
-"""Protocol v2: results identified by their configuration, independent fits per seed, selection
-on the tuning split, privileged rewards labelled."""
+"""The protocol (v2, v3): results identified by their configuration, independent fits per seed,
+selection on the tuning split, privileged rewards labelled, paired verdicts that an independent
+implementation confirms, and a slice of the published suite reproduced."""
 from __future__ import annotations
 
 import json
