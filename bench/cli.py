@@ -337,6 +337,11 @@ def _suite(a) -> int:
     if not (k.isdigit() and n.isdigit()) or int(n) < 1:
         raise ValueError(f"--shard {a.shard}: use K/N, e.g. 2/8")
     check_device(a.device)
+    cores = _cores()
+    if a.jobs > cores:
+        raise ValueError(f"--jobs {a.jobs}: this process may run on {cores} CPU core{'s' * (cores != 1)} and each "
+                         f"job takes one; use --jobs {cores} or fewer (more processes only compete for the cores, "
+                         f"each holding its own copy of the network)")
     everything = suite.load(a.manifest)  # the whole manifest checked before any job
     jobs = suite.shard(everything, int(k), int(n))
     if a.only:
@@ -376,6 +381,16 @@ def _suite(a) -> int:
                 written = build(out)
         print(f"leaderboards rebuilt: {len(written)} files under {written[0].parent if written else out}")
     return 1 if counts["failed"] else 0
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: a Slurm or cgroup allocation, not
+    the whole node), where the platform says; else the machine's count."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _job_name(j) -> str:

@@ -237,6 +237,16 @@ def test_a_bad_manifest_entry_stops_the_suite_before_any_job(tmp_path, capsys, e
     assert not (tmp_path / "r").exists()  # entry 1 is fine, and did not run either
 
 
+def test_more_jobs_than_cores_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    # each job is a process with its own copy of the network: --jobs 1000 on 2 cores ran out of memory
+    monkeypatch.setattr("bench.cli._cores", lambda: 2)
+    (tmp_path / "s.toml").write_text(GOOD)
+    rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r", "--jobs", 3)
+    assert rc == 2
+    one_line_error(err, "--jobs 3", "2 CPU cores", "use --jobs 2 or fewer")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_suite_with_no_jobs_exits_0_and_says_so(tmp_path, capsys):
     (tmp_path / "s.toml").write_text(GOOD)
     (job,) = suite.load(tmp_path / "s.toml")
@@ -384,8 +394,9 @@ def test_help_lists_every_command_and_no_empty_default(capsys):
     assert "(default: )" not in capsys.readouterr().out
 
 
-def test_a_local_pool_gives_the_same_results_as_one_process(tmp_path, capsys, one_thread):
+def test_a_local_pool_gives_the_same_results_as_one_process(tmp_path, capsys, one_thread, monkeypatch):
     """--jobs 2: each job in its own single-threaded process, longest first; the same numbers."""
+    monkeypatch.setattr("bench.cli._cores", lambda: 2)  # the invariance holds on a one-core machine too
     (tmp_path / "s.toml").write_text(GOOD.replace("seeds = 0", 'seeds = "0-1"').replace("nfe = 5", "nfe = [5, 6]"))
     for workers, out in ((1, "one"), (2, "two")):
         assert cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / out, "--jobs", workers,
