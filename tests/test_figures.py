@@ -164,7 +164,8 @@ def test_the_verdict_map_colours_each_cell_by_its_verdict_and_says_fewer_seeds()
     cols = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_improve", "verdict", "close"]
     a = pd.DataFrame([[10, "ld3", "ipndm", 5, -0.002, -0.003, -0.001, 1.0, "better", False],
                       [10, "edm", "ipndm", 3, 0.3, 0.2, 0.4, 0.0, "worse", True],
-                      [20, "ld3", "ipndm", 5, 0.001, -0.001, 0.002, 0.4, "tie", False]], columns=cols)
+                      [20, "ld3", "ipndm", 5, 0.001, -0.001, 0.002, 0.4, "tie", False],
+                      [20, "edm", "ipndm", 5, 0.002, -0.0001, 0.004, 0.1, "tie", True]], columns=cols)
     b = pd.DataFrame([[10, "ld3", "dpmpp-2m", 5, -0.001, -0.002, -0.0001, 0.8, "better", True]], columns=cols)
     boards = [dict(task="t1", primary="mmd", paired=a, families={"ld3": "learned schedule", "edm": "classic",
                                                                   "ipndm": "classic"}),
@@ -174,11 +175,11 @@ def test_the_verdict_map_colours_each_cell_by_its_verdict_and_says_fewer_seeds()
     with matplotlib.style.context("default"):
         fig = figures.verdict_figure(boards)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["dpmpp-2m  10", "edm  10", "ipndm  10", "ipndm  20",
-                                                            "ld3  10", "ld3  20"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dpmpp-2m  10", "edm  10", "edm  20", "ipndm  10",
+                                                            "ipndm  20", "ld3  10", "ld3  20"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["t1\n(mmd)", "t2\n(kid)"]  # t3 has no comparisons
-    want = [["not run", "reference"], ["worse, close", "not run"], ["reference", "not run"],
-            ["reference", "not run"], ["better", "better, close"], ["tie", "not run"]]
+    want = [["not run", "reference"], ["worse, close", "not run"], ["tie, close", "not run"],
+            ["reference", "not run"], ["reference", "not run"], ["better", "better, close"], ["tie", "not run"]]
     assert np.array_equal(np.asarray(ax.images[0].get_array()), [[kind[w] for w in row] for row in want])
     assert [t.get_text() for t in ax.texts] == ["3 seeds"]  # edm's 3 of the task's 5
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [n for n, _ in figures.VERDICT_KINDS]

@@ -652,7 +652,6 @@ def verdict(b: dict, e: dict) -> str:
     return str(hit["verdict"].iloc[0])
 
 
-
 def verdict_cells(boards: list[dict]) -> tuple[list[dict], list[tuple[str, int]], dict]:
     """Every row's paired verdict against its budget's reference, task by task, for the index's
     table and picture: the boards that have comparisons, the (label, NFE) rows in family order

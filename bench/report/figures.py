@@ -228,19 +228,22 @@ def cost_png(b: dict) -> bytes:
         return png(cost_figure(b))
 
 
-# the verdict map's cell kinds, in colour order: what a cell says and how it is drawn
+# the verdict map's cell kinds, in colour order: what a cell says (its legend entry) and its colour;
+# close verdicts (p between 0.01 and 0.10, `*` in the table) get their own shade
 VERDICT_KINDS = (("not run", "#ffffff"), ("reference", "#9ecae1"), ("better", "#1a9850"),
-                 ("better, close", "#a6d96a"), ("tie", "#d9d9d9"), ("worse, close", "#fdae61"),
-                 ("worse", "#d73027"), ("n/a", "#f0f0f0"))
+                 ("better, close", "#a6d96a"), ("tie, close", "#bdbdbd"), ("tie", "#e0e0e0"),
+                 ("worse, close", "#fdae61"), ("worse", "#d73027"), ("n/a", "#f7f7f7"))
 
 
 def verdict_kind(cell) -> int:
     """The index in ``VERDICT_KINDS`` of a cell of ``board.verdict_cells``."""
     if cell is None or cell == "reference":
-        return 0 if cell is None else 1
-    if cell["verdict"] in ("better", "worse"):
-        return {"better": 2, "worse": 6}[cell["verdict"]] + (1 if cell["verdict"] == "better" else -1) * cell["close"]
-    return 4 if cell["verdict"] == "tie" else 7
+        name = "not run" if cell is None else "reference"
+    elif cell["verdict"] in ("better", "tie", "worse"):
+        name = cell["verdict"] + (", close" if cell["close"] else "")
+    else:
+        name = "n/a"
+    return [n for n, _ in VERDICT_KINDS].index(name)
 
 
 def verdict_figure(boards: list[dict]):
@@ -275,7 +278,7 @@ def verdict_figure(boards: list[dict]):
     ax.grid(which="minor", axis="x", color="white", linewidth=2)
     ax.tick_params(which="minor", length=0)
     ax.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=n) for n, c in VERDICT_KINDS],
-              loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=4, fontsize="x-small", frameon=False)
+              loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize="x-small", frameon=False)
     fig.suptitle("Paired verdict against the best classic solver at each NFE budget\n"
                  "(95% paired t-interval over seeds; close: p between 0.01 and 0.10)", fontsize="small",
                  y=1 - 0.15 / height, va="top")
