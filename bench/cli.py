@@ -344,8 +344,11 @@ def _suite(a) -> int:
                          f"each holding its own copy of the network)")
     everything = suite.load(a.manifest)  # the whole manifest checked before any job
     jobs = suite.shard(everything, int(k), int(n))
-    if a.only:
+    if a.only is not None:
         tasks = {x.strip() for x in a.only.split(",") if x.strip()}
+        if not tasks:  # an empty shell variable must not mean "every task"
+            raise ValueError(f"--only {a.only!r} names no task: list some, e.g. --only gmm8,digits, or drop --only "
+                             f"for all of them")
         unknown = sorted(tasks - {j.task for j in everything})
         if unknown:
             raise ValueError(f"--only {','.join(unknown)}: not a task of {a.manifest}"

@@ -247,6 +247,16 @@ def test_more_jobs_than_cores_is_refused_before_any_work(tmp_path, capsys, monke
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("only", ["", ",,", " "])
+def test_an_empty_only_is_refused_not_taken_for_every_task(tmp_path, capsys, only):
+    # `--only $TASKS` with TASKS unset ran the whole manifest
+    (tmp_path / "s.toml").write_text(GOOD)
+    rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--out", tmp_path / "r", "--only", only)
+    assert rc == 2
+    one_line_error(err, "names no task")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_suite_with_no_jobs_exits_0_and_says_so(tmp_path, capsys):
     (tmp_path / "s.toml").write_text(GOOD)
     (job,) = suite.load(tmp_path / "s.toml")
