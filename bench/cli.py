@@ -54,6 +54,14 @@ def positive_int(text: str) -> int:
     return v
 
 
+def a_path(text: str) -> str:
+    """A file or folder argument: an empty one (an unset shell variable) is refused, never taken
+    for the current folder or the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path: name a file or folder")
+    return text
+
+
 def once_each(what: str):
     """An integer list (``parse_ints``) that names each value once: a repeated seed or budget would
     run the same job twice and count it twice in the summary."""
@@ -94,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=once_each("seed range"), default=[0, 1, 2],
                    help="evaluation seeds: each a fresh set of initial noise")
     r.add_argument("--samples", type=positive_int, default=None, help="samples per run (default: the task's)")
-    r.add_argument("--out", default="results", help="the folder result files go to (OUT/TASK/LABEL/...)")
+    r.add_argument("--out", type=a_path, default="results", help="the folder result files go to (OUT/TASK/LABEL/...)")
     r.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     r.add_argument("--save-samples", action="store_true", help="keep the samples, an .npz beside each result")
     r.add_argument("--denoiser", default=None, help="which of the task's denoisers (default: its first)")
@@ -103,14 +111,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--label", default=None, help="the name the results go under (default: the method's)")
     r.add_argument("--batch-size", type=positive_int, default=None,
                    help="samples per denoiser batch (default: the task's; the samples do not depend on it)")
-    r.add_argument("--checkpoint", default=None,
+    r.add_argument("--checkpoint", type=a_path, default=None,
                    help="image tasks: the network, an EDM .pkl or a converted .safetensors (default: downloaded)")
-    r.add_argument("--ref-stats", default=None,
+    r.add_argument("--ref-stats", type=a_path, default=None,
                    help="image tasks: FID reference statistics, an npz with mu, sigma (default: downloaded)")
-    r.add_argument("--data", default=None,
+    r.add_argument("--data", type=a_path, default=None,
                    help="image tasks: the dataset, folder or archive (CIFAR-10 default: downloaded; ImageNet-64: "
                         "needed by methods that tune)")
-    r.add_argument("--feature-weights", default=None,
+    r.add_argument("--feature-weights", type=a_path, default=None,
                    help="image tasks: the Inception weights .pth of torch-fidelity (default: downloaded)")
     r.add_argument("--rerun", action="store_true", help="redo results already written with the same configuration")
     r.add_argument("--no-progress", action="store_true", help="no progress bars or per-result lines")
@@ -122,9 +130,9 @@ def parser() -> argparse.ArgumentParser:
                         formatter_class=Formatter,
                         description="Run every run of a TOML manifest not yet done (same configuration, task "
                                     "version, samples and code: kept), then rebuild the leaderboards.")
-    su.add_argument("manifest", help="the TOML manifest (the published one: leaderboards/suite.toml)")
+    su.add_argument("manifest", type=a_path, help="the TOML manifest (the published one: leaderboards/suite.toml)")
     su.add_argument("--shard", default="1/1", help="K/N: run only shard K of N (N machines, one results folder)")
-    su.add_argument("--out", default=None,
+    su.add_argument("--out", type=a_path, default=None,
                     help="results folder (default: leaderboards/results for the published manifest, else results)")
     su.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     su.add_argument("--only", default=None, help="comma-separated tasks: run only their jobs (default: all)")
@@ -137,9 +145,9 @@ def parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="build leaderboards from result files", formatter_class=Formatter)
     lb.add_argument("--task", default=None, help="one task only (default: every task with results)")
-    lb.add_argument("--results", default=None,
+    lb.add_argument("--results", type=a_path, default=None,
                     help="the folder of result files (default: results; with --published: leaderboards/results)")
-    lb.add_argument("--out", default=None,
+    lb.add_argument("--out", type=a_path, default=None,
                     help="where the boards go (default: RESULTS/leaderboards; never the published leaderboards/ "
                          "unless --published)")
     lb.add_argument("--published", action="store_true",
@@ -159,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--against", default=None, help="comma-separated labels (default: every other row)")
     cp.add_argument("--nfe", default=None, help="comma-separated NFE budgets (default: all of LABEL's)")
     cp.add_argument("--metric", default=None, help="a metric of the results (default: the task's primary)")
-    cp.add_argument("--results", default=None, help="the folder of result files (default: results; with "
+    cp.add_argument("--results", type=a_path, default=None, help="the folder of result files (default: results; with "
                                                      "--published: leaderboards/results)")
     cp.add_argument("--published", action="store_true", help="compare the published results")
 
@@ -167,20 +175,20 @@ def parser() -> argparse.ArgumentParser:
     td.add_argument("--task", required=True, help="a task with its own denoiser (gmm8, digits, ...)")
     td.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the task's)")
     td.add_argument("--seed", type=int, default=0, help="training seed")
-    td.add_argument("--out", default=None, help="weights file (default: the task's shipped weights, with --force)")
+    td.add_argument("--out", type=a_path, default=None, help="weights file (default: the task's shipped weights, with --force)")
     td.add_argument("--force", action="store_true", help="replace an existing weights file")
 
     tc = sub.add_parser("train-classifier", help="train a task's feature classifier (tasks that have one)",
                         formatter_class=Formatter)
     tc.add_argument("--task", required=True, help="a task with a classifier (digits)")
     tc.add_argument("--seed", type=int, default=0, help="training seed")
-    tc.add_argument("--out", default=None, help="weights file (default: the task's shipped classifier, with --force)")
+    tc.add_argument("--out", type=a_path, default=None, help="weights file (default: the task's shipped classifier, with --force)")
     tc.add_argument("--force", action="store_true", help="replace an existing weights file")
 
     cv = sub.add_parser("convert", help="convert an EDM checkpoint (.pkl) to .safetensors, without running its code",
                         formatter_class=Formatter)
-    cv.add_argument("checkpoint", help="an EDM .pkl (e.g. edm-cifar10-32x32-cond-vp.pkl)")
-    cv.add_argument("out", help="the .safetensors file to write")
+    cv.add_argument("checkpoint", type=a_path, help="an EDM .pkl (e.g. edm-cifar10-32x32-cond-vp.pkl)")
+    cv.add_argument("out", type=a_path, help="the .safetensors file to write")
     cv.add_argument("--key", default="ema", help="the checkpoint entry holding the network")
     cv.add_argument("--force", action="store_true", help="replace OUT if it exists")
     return p

@@ -247,6 +247,19 @@ def test_more_jobs_than_cores_is_refused_before_any_work(tmp_path, capsys, monke
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("args", [["run", "--out"], ["run", "--task", "cifar10", "--checkpoint"],
+                                  ["suite", "leaderboards/suite.toml", "--out"], ["suite"], ["leaderboard", "--results"],
+                                  ["leaderboard", "--out"], ["compare", "edm", "--task", "gmm8", "--results"],
+                                  ["train-denoiser", "--task", "gmm8", "--out"], ["convert", "x.pkl"]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder_or_a_default(tmp_path, capsys, monkeypatch, args):
+    # `--out $OUT` with OUT unset wrote results into the current folder; an empty --checkpoint meant the download
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = cli(capsys, *args, "")
+    assert rc == 2
+    one_line_error(err, "empty path")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("only", ["", ",,", " "])
 def test_an_empty_only_is_refused_not_taken_for_every_task(tmp_path, capsys, only):
     # `--only $TASKS` with TASKS unset ran the whole manifest
