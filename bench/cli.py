@@ -260,14 +260,17 @@ def _dispatch(a, p):
         from bench.nets.toynet import save_denoiser
         from bench.nets.train import train_denoiser
         task = get_task(a.task)
-        if not (hasattr(task, "build_denoiser") and hasattr(task, "weights_path")):
+
+        def trains(t) -> bool:  # a task (or task class) that declares its own network and where it lives
+            return hasattr(t, "build_denoiser") and hasattr(t, "weights_path")
+        if not trains(task):
             raise Unsupported(f"task {task.name} has no denoiser of its own to train (it samples a pretrained "
                               f"network); tasks with one: "
-                              + ", ".join(n for n, c in registry.tasks().items() if hasattr(c, "build_denoiser")))
-        _check_weights_out(a.out or task.weights_path(), a.force, shipped=a.out is None)
+                              + ", ".join(n for n, c in registry.tasks().items() if trains(c)))
+        out = a.out or task.weights_path()
+        _check_weights_out(out, a.force, shipped=a.out is None)
         log = {}
         net = train_denoiser(task, steps=a.steps, seed=a.seed, log=log, progress=live_bars(True))
-        out = a.out or task.weights_path()
         save_denoiser(net, out, dict(task=task.id, steps=str(log["steps"]), seed=str(a.seed),
                                      train_config=json.dumps({k: v for k, v in log.items() if k != "final_loss"}),
                                      final_loss=f"{log['final_loss']:.6g}"))

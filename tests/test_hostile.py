@@ -330,12 +330,13 @@ def test_convert_never_replaces_a_device_node_and_says_the_truth(tmp_path, capsy
     assert not (tmp_path / "y.safetensors").exists()
 
 
+def _refuse_training(*a, **k):
+    raise AssertionError("trained although the output was refused")
+
+
 def _no_training(monkeypatch):
     import bench.nets.train
-
-    def refuse(*a, **k):
-        raise AssertionError("trained although the output was refused")
-    monkeypatch.setattr(bench.nets.train, "train_denoiser", refuse)
+    monkeypatch.setattr(bench.nets.train, "train_denoiser", _refuse_training)
 
 
 @pytest.mark.parametrize("out,words", [(None, ["shipped weights", "--out PATH", "--force"]),
@@ -366,10 +367,7 @@ def test_training_a_pretrained_tasks_network_is_refused_naming_the_tasks_that_tr
 
 def test_training_the_classifier_over_the_shipped_one_needs_force(tmp_path, capsys, monkeypatch):
     from bench.engine.runner import get_task
-
-    def refuse(*a, **k):
-        raise AssertionError("trained although the output was refused")
-    monkeypatch.setattr(type(get_task("digits")), "train_classifier", refuse)
+    monkeypatch.setattr(type(get_task("digits")), "train_classifier", _refuse_training)
     rc, _, err = cli(capsys, "train-classifier", "--task", "digits")
     assert rc == 2
     one_line_error(err, "shipped classifier", "--out PATH", "--force")
