@@ -384,3 +384,126 @@ def test_every_published_verdict_agrees_with_scipy_on_the_result_files():
             assert (row["verdict"], row["close"]) == (verdict, str(0.01 <= p < 0.10)), where
             checked += 1
     assert checked >= 300  # every task's board was read, not skipped
+
+
+# A paired difference as the README quotes it: "(+0.0031 [0.0019, 0.0044])", mean [low, high].
+_NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?"
+_QUOTE = r"\(({n}) \[({n}), ({n})\]".format(n=_NUM)
+
+
+def _rounds_to(quoted: str, value: float) -> bool:
+    """``value`` written to ``quoted``'s last digit is ``quoted`` (0.00020 states 1e-5, 7.0e-5 1e-6)."""
+    import decimal
+    step = 10.0 ** decimal.Decimal(quoted.lstrip("+")).as_tuple().exponent
+    return abs(float(quoted) - value) <= 0.5 * step * (1 + 1e-9)
+
+
+def unmatched_quotes(text: str, results, primary) -> tuple[int, list[str]]:
+    """Every paired difference quoted in ``text`` against the result files under ``results``: a
+    quote stands when some pair of rows of one task (any labels and NFE budgets, over their common
+    seeds) has in the task's primary metric (``primary(task)``) has that mean difference and that 95% t-interval (scipy's one-sample t
+    test) to the quoted digits; under a heading that names protocol v2 the percentile bootstrap
+    interval (v2's) also stands. Returns the number of quotes and the ones that match no pair."""
+    import collections
+    import math
+    import re
+    from pathlib import Path
+
+    import numpy as np
+    import scipy.stats
+
+    from bench.report.paired import bootstrap_interval
+
+    diffs = []  # per task: the seed-by-seed differences of every pair of rows, NaN where a seed is missing
+    for folder in sorted(p for p in Path(results).iterdir() if p.is_dir()):
+        rows = collections.defaultdict(dict)
+        for f in folder.glob("*/*.json"):
+            r = json.loads(f.read_text())
+            if r.get("status") == "ok":
+                rows[(r["label"], int(r["nfe_budget"]))][int(r["seed"])] = r["metrics"].get(primary(r["task"]))
+        if not rows:
+            continue
+        seeds = sorted({s for v in rows.values() for s in v})
+        x = np.array([[float(v[s]) if isinstance(v.get(s), (int, float)) else math.nan for s in seeds]
+                      for v in rows.values()])
+        x[~np.isfinite(x)] = math.nan
+        d = x[:, None, :] - x[None, :, :]
+        n = np.sum(np.isfinite(d), axis=2)
+        with np.errstate(invalid="ignore"):
+            mean = np.where(n >= 2, np.nansum(d, axis=2) / np.maximum(n, 1), math.nan)
+        diffs.append((d, mean))
+
+    def stands(q: tuple[str, str, str], bootstrap: bool) -> bool:
+        for d, mean in diffs:
+            for i, j in zip(*np.nonzero(np.abs(mean - float(q[0])) <= 1.0)):
+                if not _rounds_to(q[0], mean[i, j]):
+                    continue
+                v = d[i, j][np.isfinite(d[i, j])]
+                if np.all(v == v[0]):
+                    intervals = [(v[0], v[0])]
+                else:
+                    intervals = [tuple(scipy.stats.ttest_1samp(v, 0.0).confidence_interval(0.95))]
+                    if bootstrap:
+                        intervals.append(bootstrap_interval(v))
+                if any(_rounds_to(q[1], lo) and _rounds_to(q[2], hi) for lo, hi in intervals):
+                    return True
+        return False
+
+    heading, count, bad = "", 0, []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("#"):
+            heading = line
+        for q in re.findall(_QUOTE, line):
+            count += 1
+            if not stands(q, bootstrap="protocol v2" in heading):
+                bad.append(f"line {number}: ({q[0]} [{q[1]}, {q[2]}])")
+    return count, bad
+
+
+def test_every_paired_difference_the_readme_quotes_is_in_the_published_result_files():
+    """The README's prose quotes paired differences by hand; each must be a pair of published rows'
+    mean difference and 95% t-interval (v2's bootstrap in a section on v2 results), to its digits:
+    a typo, or a number left behind when its results were rerun, fails here."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    count, bad = unmatched_quotes((root / "README.md").read_text(), root / "leaderboards" / "results",
+                                  lambda task: bench.get_task(task).primary_metric)
+    assert count >= 20, "the README's quotes were not found: has their format changed?"
+    assert not bad, "quoted in the README but in no pair of published results:\n" + "\n".join(bad)
+
+
+def test_a_quote_stands_only_on_its_own_numbers_interval_and_protocol(tmp_path):
+    """The README check on hand-made results: the right quote stands (either way round); a digit
+    off, an interval end off, a bootstrap interval outside a v2 section or the same pair's
+    difference in a secondary metric does not."""
+    import numpy as np
+    import scipy.stats
+
+    from bench.report.paired import bootstrap_interval
+
+    def kid_is_primary(task):
+        return "kid"
+
+    a, b = [0.50, 0.61, 0.47, 0.55], [0.40, 0.42, 0.41, 0.39]
+    for label, values in (("one", a), ("two", b)):
+        for seed, v in enumerate(values):
+            f = tmp_path / "task" / label / f"nfe10_seed{seed}.json"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(dict(status="ok", task="task", label=label, nfe_budget=10, seed=seed,
+                                         metrics=dict(kid=v, fd=2 * v))))
+    d = np.subtract(a, b)
+    lo, hi = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    blo, bhi = bootstrap_interval(d)
+    right = f"(+{d.mean():.4f} [{lo:.4f}, {hi:.4f}])"
+    assert unmatched_quotes(f"# x\nit is worse {right}.", tmp_path, kid_is_primary) == (1, [])
+    assert unmatched_quotes(f"# x\nthe other way (-{d.mean():.4f} [{-hi:.4f}, {-lo:.4f}]).", tmp_path, kid_is_primary) == (1, [])
+    assert unmatched_quotes(f"# x\nand at NFE 10 {right}, {right}", tmp_path, kid_is_primary)[1] == []
+    off = f"(+{d.mean() + 0.0002:.4f} [{lo:.4f}, {hi:.4f}])"
+    assert len(unmatched_quotes(f"# x\n{off}", tmp_path, kid_is_primary)[1]) == 1
+    assert len(unmatched_quotes(f"# x\n(+{d.mean():.4f} [{lo:.4f}, {hi + 0.001:.4f}])", tmp_path, kid_is_primary)[1]) == 1
+    boot = f"(+{d.mean():.4f} [{blo:.4f}, {bhi:.4f}])"
+    assert f"{blo:.4f}" != f"{lo:.4f}"
+    assert len(unmatched_quotes(f"# protocol v3\n{boot}", tmp_path, kid_is_primary)[1]) == 1
+    assert unmatched_quotes(f"### digits (protocol v2 results)\n{boot}", tmp_path, kid_is_primary) == (1, [])
+    fd = f"(+{2 * d.mean():.4f} [{2 * lo:.4f}, {2 * hi:.4f}])"  # the same pair in a metric that is not primary
+    assert len(unmatched_quotes(f"# x\n{fd}", tmp_path, kid_is_primary)[1]) == 1
