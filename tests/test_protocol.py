@@ -391,19 +391,23 @@ _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?"
 _QUOTE = r"\(({n}) \[({n}), ({n})\]".format(n=_NUM)
 
 
-def _rounds_to(quoted: str, value: float) -> bool:
-    """``value`` written to ``quoted``'s last digit is ``quoted`` (0.00020 states 1e-5, 7.0e-5 1e-6)."""
+def _rounds_to(quoted: str, value):
+    """``value`` written to ``quoted``'s last digit is ``quoted`` (0.00020 states 1e-5, 7.0e-5 1e-6);
+    elementwise for an array, False where it is NaN."""
     import decimal
+
+    import numpy as np
     step = 10.0 ** decimal.Decimal(quoted.lstrip("+")).as_tuple().exponent
-    return abs(float(quoted) - value) <= 0.5 * step * (1 + 1e-9)
+    return np.abs(float(quoted) - np.asarray(value, dtype=float)) <= 0.5 * step * (1 + 1e-9)
 
 
 def unmatched_quotes(text: str, results, primary) -> tuple[int, list[str]]:
     """Every paired difference quoted in ``text`` against the result files under ``results``: a
     quote stands when some pair of rows of one task (any labels and NFE budgets, over their common
-    seeds) has in the task's primary metric (``primary(task)``) has that mean difference and that 95% t-interval (scipy's one-sample t
-    test) to the quoted digits; under a heading that names protocol v2 the percentile bootstrap
-    interval (v2's) also stands. Returns the number of quotes and the ones that match no pair."""
+    seeds) has that mean difference in the task's primary metric (``primary(task)``) and that 95%
+    t-interval (scipy's one-sample t test), to the quoted digits; under a heading that names
+    protocol v2 the percentile bootstrap interval (v2's) also stands. Returns the number of quotes
+    and the ones that match no pair."""
     import collections
     import math
     import re
@@ -435,9 +439,7 @@ def unmatched_quotes(text: str, results, primary) -> tuple[int, list[str]]:
 
     def stands(q: tuple[str, str, str], bootstrap: bool) -> bool:
         for d, mean in diffs:
-            for i, j in zip(*np.nonzero(np.abs(mean - float(q[0])) <= 1.0)):
-                if not _rounds_to(q[0], mean[i, j]):
-                    continue
+            for i, j in zip(*np.nonzero(_rounds_to(q[0], mean))):
                 v = d[i, j][np.isfinite(d[i, j])]
                 if np.all(v == v[0]):
                     intervals = [(v[0], v[0])]
@@ -449,9 +451,10 @@ def unmatched_quotes(text: str, results, primary) -> tuple[int, list[str]]:
                     return True
         return False
 
-    heading, count, bad = "", 0, []
+    heading, code, count, bad = "", False, 0, []
     for number, line in enumerate(text.splitlines(), 1):
-        if line.startswith("#"):
+        code ^= line.startswith("```")
+        if line.startswith("#") and not code:  # a comment in a code block is no heading
             heading = line
         for q in re.findall(_QUOTE, line):
             count += 1
@@ -494,16 +497,21 @@ def test_a_quote_stands_only_on_its_own_numbers_interval_and_protocol(tmp_path):
     d = np.subtract(a, b)
     lo, hi = scipy.stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
     blo, bhi = bootstrap_interval(d)
+    def bad(text):
+        return unmatched_quotes(text, tmp_path, kid_is_primary)[1]
+
     right = f"(+{d.mean():.4f} [{lo:.4f}, {hi:.4f}])"
     assert unmatched_quotes(f"# x\nit is worse {right}.", tmp_path, kid_is_primary) == (1, [])
-    assert unmatched_quotes(f"# x\nthe other way (-{d.mean():.4f} [{-hi:.4f}, {-lo:.4f}]).", tmp_path, kid_is_primary) == (1, [])
-    assert unmatched_quotes(f"# x\nand at NFE 10 {right}, {right}", tmp_path, kid_is_primary)[1] == []
-    off = f"(+{d.mean() + 0.0002:.4f} [{lo:.4f}, {hi:.4f}])"
-    assert len(unmatched_quotes(f"# x\n{off}", tmp_path, kid_is_primary)[1]) == 1
-    assert len(unmatched_quotes(f"# x\n(+{d.mean():.4f} [{lo:.4f}, {hi + 0.001:.4f}])", tmp_path, kid_is_primary)[1]) == 1
+    assert bad(f"# x\nthe other way (-{d.mean():.4f} [{-hi:.4f}, {-lo:.4f}]).") == []
+    assert unmatched_quotes(f"# x\nand at NFE 10 {right}, {right}", tmp_path, kid_is_primary) == (2, [])
+    assert bad(f"# x\n(+{d.mean() + 0.0002:.4f} [{lo:.4f}, {hi:.4f}])") == ["line 2: " + f"(+{d.mean() + 0.0002:.4f} "
+                                                                             f"[{lo:.4f}, {hi:.4f}])"]
+    assert len(bad(f"# x\n(+{d.mean():.4f} [{lo:.4f}, {hi + 0.001:.4f}])")) == 1
     boot = f"(+{d.mean():.4f} [{blo:.4f}, {bhi:.4f}])"
     assert f"{blo:.4f}" != f"{lo:.4f}"
-    assert len(unmatched_quotes(f"# protocol v3\n{boot}", tmp_path, kid_is_primary)[1]) == 1
-    assert unmatched_quotes(f"### digits (protocol v2 results)\n{boot}", tmp_path, kid_is_primary) == (1, [])
+    assert len(bad(f"# protocol v3\n{boot}")) == 1
+    assert bad(f"### digits (protocol v2 results)\n{boot}") == []
+    assert len(bad(f"### digits (protocol v2 results)\n```\n# a comment\n```\n{boot}")) == 0
+    assert len(bad(f"### digits (protocol v2 results)\n# protocol v3\n{boot}")) == 1
     fd = f"(+{2 * d.mean():.4f} [{2 * lo:.4f}, {2 * hi:.4f}])"  # the same pair in a metric that is not primary
-    assert len(unmatched_quotes(f"# x\n{fd}", tmp_path, kid_is_primary)[1]) == 1
+    assert len(bad(f"# x\n{fd}")) == 1
