@@ -169,7 +169,9 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--metric", default=None, help="a metric of the results (default: the task's primary)")
     cp.add_argument("--results", type=a_path, default=None, help="the folder of result files (default: results; with "
                                                      "--published: leaderboards/results)")
-    cp.add_argument("--published", action="store_true", help="compare the published results")
+    cp.add_argument("--published", action="store_true",
+                    help="compare the published results; with --results, LABEL of yours against the published rows "
+                         "(same seeds, same initial noise: paired)")
 
     td = sub.add_parser("train-denoiser", help="train a task's own denoiser", formatter_class=Formatter)
     td.add_argument("--task", required=True, help="a task with its own denoiser (gmm8, digits, ...)")
@@ -468,8 +470,6 @@ def summary(results: list[dict]) -> str:
 def _compare(a):
     from bench.report import paired
     from bench.report.leaderboard import comparisons
-    if a.published and a.results is not None:
-        raise ValueError("--published reads leaderboards/results and takes no --results; drop one of them")
     nfe = parse_ints(a.nfe, "--nfe") if a.nfe else None
     against = [x.strip() for x in a.against.split(",") if x.strip()] if a.against else None
     with _every_warning():
@@ -477,6 +477,9 @@ def _compare(a):
                                             published=a.published)
     print(f"{a.task}: {a.label} - other, paired over seeds, {metric} ({'higher' if higher else 'lower'} is better); "
           f"verdict by the paired t-interval, * = close (p between 0.01 and 0.10)")
+    if a.published and a.results is not None:
+        print(f"{a.label} and every other row with results under {a.results} from there; the rest published "
+              f"(leaderboards/results)")
     budgets = f" at NFE {a.nfe}" if a.nfe else ""
     print(paired.markdown(table, metric, reference="other",
                           empty=f"No other row of {a.task} has results{budgets} at a budget {a.label} has: nothing to "

@@ -143,6 +143,38 @@ def test_compare_command_on_result_files(tmp_path, capsys):
         assert says in err and len(err.splitlines()) == 1, err
 
 
+def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_two_sources(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """`compare LABEL --results YOURS --published`: your row against the published rows, paired; a
+    label you also ran is taken whole from your results (the published seeds of it are not mixed
+    in); a row of another sample count per seed is not paired; LABEL must be yours."""
+    import bench.report.leaderboard as lb
+    from bench.cli import main
+    from test_leaderboard import result, write
+    published, yours = tmp_path / "published", tmp_path / "yours"
+    monkeypatch.setattr(lb, "PUBLISHED_RESULTS", published)
+    for seed, (edm, euler) in enumerate([(0.40, 0.30), (0.55, 0.35), (0.60, 0.32), (0.50, 0.31), (0.45, 0.36)]):
+        write(published, result("edm", 10, seed, edm))
+        write(published, result("euler", 10, seed, euler))
+        write(published, dict(result("big", 10, seed, 0.2), n_samples=10_000))
+    for seed, (mine, euler) in enumerate([(0.10, 9.0), (0.20, 9.1), (0.30, 9.2)]):  # seeds 0-2 only
+        write(yours, result("mine", 10, seed, mine))
+        write(yours, result("euler", 10, seed, euler))  # your euler: replaces the published row whole
+    assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--published"]) == 0
+    out, err = capsys.readouterr()
+    rows = {c[2]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in out.splitlines()
+                              if line.startswith("|") and "mine" in line)}
+    assert set(rows) == {"edm", "euler"}  # "big" has 10,000 samples per seed, yours none recorded
+    assert "not paired with big" in err and "10000" in err
+    assert rows["edm"][3] == "3" and float(rows["edm"][4]) == pytest.approx(-0.95 / 3, abs=1e-4)  # mine - edm over seeds 0-2
+    assert rows["euler"][3] == "3" and float(rows["euler"][4]) == pytest.approx(-8.9, abs=1e-4)  # your euler, never 0.3x
+    assert "from there; the rest published" in out
+    assert main(["compare", "edm", "--task", "gmm8", "--results", str(yours), "--published"]) == 2
+    assert "LABEL is a row of yours" in capsys.readouterr().err
+    assert main(["compare", "edm", "--task", "gmm8", "--published"]) == 0  # published alone, as before
+    assert "| euler" in capsys.readouterr().out
+
+
 def test_every_method_declares_a_known_family():
     from bench import registry
     from bench.method import FAMILIES

@@ -192,11 +192,25 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
                 published: bool = False):
     """``label`` against the other rows of ``task`` (or those in ``against``), paired over seeds at
     each NFE budget (in ``nfe`` if given), on ``metric`` (default: the task's primary metric):
-    :func:`bench.report.paired.against` on the results a leaderboard would use. Returns
-    ``(table, metric, higher_is_better)``; ValueError naming what exists for an unknown label,
-    metric or budget."""
-    results = (PUBLISHED_RESULTS if published else "results") if results is None else results
-    loaded, _ = load(results)
+    :func:`bench.report.paired.against` on the results a leaderboard would use. With ``results``
+    and ``published`` both, your runs against the published rows: ``label`` must be among the
+    results under ``results``, and a label found there is taken from there whole (the published
+    results of that label are left out, so a row never mixes seeds of two sources). Rows whose
+    results have another number of samples per seed than ``label``'s are not paired (a warning
+    names them): their metrics are other estimators. Returns ``(table, metric,
+    higher_is_better)``; ValueError naming what exists for an unknown label, metric or budget."""
+    if results is not None and published:
+        yours, _ = load(results)
+        own_rows = {row_label(r) for r in yours if r["task"] == task}
+        if label not in own_rows:
+            raise ValueError(f"no results labelled {label!r} for task {task} under {results} (labels there: "
+                             f"{', '.join(sorted(own_rows)) or 'none'}): with --published, LABEL is a row of yours")
+        theirs, _ = load(PUBLISHED_RESULTS)
+        loaded = yours + [r for r in theirs if not (r["task"] == task and row_label(r) in own_rows)]
+        results = f"{results} and {PUBLISHED_RESULTS}"
+    else:
+        results = (PUBLISHED_RESULTS if published else "results") if results is None else results
+        loaded, _ = load(results)
     mine = [r for r in loaded if r["task"] == task]
     if not mine:
         tasks = sorted({r["task"] for r in loaded})
@@ -206,6 +220,18 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     for name in [label, *(against or [])]:
         if name not in labels:
             raise ValueError(f"no results labelled {name!r} for task {task}; labels there: {', '.join(labels)}")
+    samples = {}
+    for r in ok:
+        samples.setdefault(row_label(r), set()).add(r.get("n_samples"))
+    other_count = sorted(x for x in samples if x != label and samples[x] != samples[label]
+                         and (against is None or x in against))
+    if other_count:
+        def counts(x):
+            return "/".join("unrecorded" if n is None else str(n) for n in sorted(samples[x], key=str))
+        warnings.warn(f"not paired with {', '.join(other_count)}: their results have "
+                      f"{', '.join(counts(x) for x in other_count)} samples per seed, {label}'s {counts(label)} "
+                      f"(rerun with the same --samples to compare)", stacklevel=2)
+        ok = [r for r in ok if row_label(r) not in other_count]
     metrics = sorted({m for r in ok for m in r["metrics"]})
     primary, higher, _, _ = task_info(task, metrics)
     metric = metric or primary
