@@ -120,6 +120,27 @@ def test_against_names_the_row_and_signs_the_difference_from_its_side():
     assert against(pd.DataFrame(rows), "twin", False, others=["mine"])["verdict"].tolist() == ["tie"]
 
 
+def test_results_pair_only_on_the_same_seed_at_the_same_sample_count():
+    """A seed drawn at another sample count is another estimator of the metric (FID is biased in
+    the count): the board never pairs it, on the reference row or against a chosen one."""
+    import pandas as pd
+
+    from bench.report.paired import against, compare
+    rows = []
+    for seed, (ref, same, fewer) in enumerate([(0.40, 0.30, 0.90), (0.55, 0.44, 0.95), (0.60, 0.51, 0.91)]):
+        rows += [dict(label="edm", family="classic", nfe=10, seed=seed, samples=10_000, value=ref),
+                 dict(label="same", family="tuned", nfe=10, seed=seed, samples=10_000, value=same),
+                 dict(label="fewer", family="tuned", nfe=10, seed=seed, samples=1_000, value=fewer)]
+    frame = pd.DataFrame(rows)
+    t = compare(frame, higher_is_better=False).set_index("label")
+    assert t.loc["same", "seeds"] == 3 and t.loc["same", "verdict"] == "better"
+    assert t.loc["fewer", "seeds"] == 0 and t.loc["fewer", "verdict"] == "n/a"
+    assert against(frame, "fewer", False).set_index("reference")["seeds"].to_dict() == {"edm": 0, "same": 0}
+    # without the column (results that never recorded it) every seed pairs, as before
+    t = compare(frame.drop(columns="samples"), higher_is_better=False).set_index("label")
+    assert t.loc["fewer", "seeds"] == 3 and t.loc["fewer", "verdict"] == "worse"
+
+
 def test_compare_command_on_result_files(tmp_path, capsys):
     from bench.cli import main
     from test_leaderboard import result, write

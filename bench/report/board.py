@@ -235,12 +235,19 @@ def _on_own(r: dict, own: str | None) -> bool:
 
 def primary_frame(ok: list[dict], primary: str, own: str | None):
     """One row per successful result with a value of the primary metric: label, family, nfe, seed,
-    the value and whether it sampled the task's own denoiser (a seed without a value pairs with none)."""
+    samples per seed (0 where not recorded), the value and whether it sampled the task's own
+    denoiser. Results pair on (seed, samples): a seed without a value, or drawn at another sample
+    count, pairs with none."""
     import pandas as pd
     return pd.DataFrame([dict(label=row_label(r), family=family_of(r["method"]), nfe=int(r["nfe_budget"]),
-                              seed=int(r["seed"]), value=_value(r, primary), own=_on_own(r, own))
+                              seed=int(r["seed"]), samples=_samples(r), value=_value(r, primary), own=_on_own(r, own))
                          for r in ok if not math.isnan(_value(r, primary))],
-                        columns=["label", "family", "nfe", "seed", "value", "own"])
+                        columns=["label", "family", "nfe", "seed", "samples", "value", "own"])
+
+
+def _samples(r: dict) -> int:
+    n = r.get("n_samples")
+    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) else 0
 
 
 def _value(r: dict, metric: str) -> float:

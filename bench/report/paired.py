@@ -108,7 +108,8 @@ def pair(mine: pd.Series, theirs: pd.Series, higher_is_better: bool) -> dict:
     statistics of the module docstring, the verdict from ``mine``'s side (by the t-interval; the
     bootstrap's verdict beside it, ``boot_verdict``)."""
     common = sorted(set(mine.index) & set(theirs.index))
-    diff = (mine[common] - theirs[common]).to_numpy(dtype=float)
+    mine, theirs = mine.loc[common], theirs.loc[common]
+    diff = (mine - theirs).to_numpy(dtype=float)
     enough = len(common) >= MIN_SEEDS
     lo, hi = t_interval(diff) if enough else (math.nan, math.nan)
     blo, bhi = bootstrap_interval(diff) if enough else (math.nan, math.nan)
@@ -116,7 +117,7 @@ def pair(mine: pd.Series, theirs: pd.Series, higher_is_better: bool) -> dict:
     return dict(seeds=len(common), diff=float(diff.mean()) if len(common) else math.nan, diff_low=lo, diff_high=hi,
                 p_value=p, close=bool(enough and CLOSE[0] <= p <= CLOSE[1]), boot_low=blo, boot_high=bhi,
                 boot_verdict=verdict_of(blo, bhi, higher_is_better),
-                p_improve=probability_of_improvement(mine[common], theirs[common], higher_is_better)
+                p_improve=probability_of_improvement(mine, theirs, higher_is_better)
                 if len(common) else math.nan, verdict=verdict_of(lo, hi, higher_is_better))
 
 
@@ -124,8 +125,14 @@ COLUMNS = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high"
            "boot_high", "boot_verdict", "p_improve", "verdict"]
 
 
+def _by_noise(g: pd.DataFrame) -> pd.Series:
+    """A row's values indexed by what pairs two results: the seed (its initial noise) and, where the
+    frame has it, the samples per seed (the same seed at another count is another estimator)."""
+    return g.set_index(["seed", "samples"] if "samples" in g else "seed")["value"]
+
+
 def _values(frame: pd.DataFrame, nfe, label) -> pd.Series:
-    return frame[(frame["nfe"] == nfe) & (frame["label"] == label)].set_index("seed")["value"]
+    return _by_noise(frame[(frame["nfe"] == nfe) & (frame["label"] == label)])
 
 
 def compare(frame: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
@@ -138,7 +145,7 @@ def compare(frame: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
         if ref is None or label == ref or g["family"].iloc[0] == "floor":
             continue
         rows.append(dict(nfe=int(nfe), label=label, reference=ref,
-                         **pair(g.set_index("seed")["value"], _values(frame, nfe, ref), higher_is_better)))
+                         **pair(_by_noise(g), _values(frame, nfe, ref), higher_is_better)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -153,7 +160,7 @@ def against(frame: pd.DataFrame, label: str, higher_is_better: bool, others=None
         if mine.empty:
             continue
         rows.append(dict(nfe=int(nfe), label=label, reference=other,
-                         **pair(mine, g.set_index("seed")["value"], higher_is_better)))
+                         **pair(mine, _by_noise(g), higher_is_better)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
