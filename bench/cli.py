@@ -151,7 +151,8 @@ def parser() -> argparse.ArgumentParser:
                     help="where the boards go (default: RESULTS/leaderboards; never the published leaderboards/ "
                          "unless --published)")
     lb.add_argument("--published", action="store_true",
-                    help="rebuild the published boards in leaderboards/ from leaderboards/results")
+                    help="rebuild the published boards in leaderboards/ from leaderboards/results; with --results, "
+                         "boards of your rows beside the published ones (in RESULTS/leaderboards or --out)")
     lb.add_argument("--format", default=None,
                     help="comma-separated subset of md,csv,json,latex,png (default: all of them)")
 

@@ -168,12 +168,15 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
                                                                                           monkeypatch):
     """`compare LABEL --results YOURS --published`: your row against the published rows, paired; a
     label you also ran is taken whole from your results (the published seeds of it are not mixed
-    in); a row of another sample count per seed is not paired; LABEL must be yours."""
+    in); a row of another sample count per seed is not paired; LABEL must be yours. `leaderboard
+    --results YOURS --published` draws the same rows, into your folder."""
+    import bench.report.board
     import bench.report.leaderboard as lb
     from bench.cli import main
     from test_leaderboard import result, write
     published, yours = tmp_path / "published", tmp_path / "yours"
     monkeypatch.setattr(lb, "PUBLISHED_RESULTS", published)
+    monkeypatch.setattr(bench.report.board, "PUBLISHED_RESULTS", published)
     for seed, (edm, euler) in enumerate([(0.40, 0.30), (0.55, 0.35), (0.60, 0.32), (0.50, 0.31), (0.45, 0.36)]):
         write(published, result("edm", 10, seed, edm))
         write(published, result("euler", 10, seed, euler))
@@ -194,6 +197,16 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     assert "LABEL is a row of yours" in capsys.readouterr().err
     assert main(["compare", "edm", "--task", "gmm8", "--published"]) == 0  # published alone, as before
     assert "| euler" in capsys.readouterr().out
+    # the boards of your rows beside the published ones: the same rows, into your folder
+    assert main(["leaderboard", "--results", str(yours), "--published", "--task", "gmm8", "--format", "json"]) == 0
+    board = json.loads((yours / "leaderboards" / "gmm8.json").read_text())
+    rows = {(r["method"], r["nfe"]): r for r in board["measured"]}
+    assert set(rows) == {("mine", 10), ("euler", 10), ("edm", 10), ("big", 10)}
+    assert rows[("euler", 10)]["seeds"] == [0, 1, 2] and rows[("euler", 10)]["metrics"]["mmd"]["mean"] == pytest.approx(9.1)
+    assert rows[("edm", 10)]["seeds"] == [0, 1, 2, 3, 4]
+    assert all("published/gmm8/edm/" in f for f in rows[("edm", 10)]["files"])  # leaderboards/results/... when real
+    assert all(f.startswith("gmm8/mine/") for f in rows[("mine", 10)]["files"])
+    assert not (published / "leaderboards").exists() and sorted(p.name for p in published.iterdir()) == ["gmm8"]
 
 
 def test_every_method_declares_a_known_family():

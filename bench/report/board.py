@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.engine.results import SCHEMA, code_version, config_hash, load_results
+from bench.engine.results import PUBLISHED_RESULTS, SCHEMA, code_version, config_hash, load_results
 from bench.registry import method_class, task_class
 from bench.report import curves, paired
 
@@ -100,6 +100,18 @@ def load(results) -> tuple[list[dict], list[Path]]:
                           stacklevel=3)
         good.append(r)
     return good, dirs
+
+
+def beside_published(results) -> tuple[list[dict], list[Path]]:
+    """Your results under ``results`` and the published ones, as one set: a row (task and label) you
+    have results for is taken from yours whole, the published results of it left out, so a row
+    never mixes seeds of two sources. Returns what ``load`` does; the published files' paths read
+    ``leaderboards/results/...``, yours relative to ``results``."""
+    yours, roots = load(results)
+    mine = {(r["task"], row_label(r)) for r in yours}
+    theirs, _ = load(PUBLISHED_RESULTS)
+    return (yours + [r for r in theirs if (r["task"], row_label(r)) not in mine],
+            roots + [PUBLISHED_RESULTS.parent.parent])
 
 
 def rel_path(r: dict, roots: list[Path]) -> str:

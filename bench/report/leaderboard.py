@@ -32,8 +32,8 @@ from bench.engine.io import atomic_write_bytes
 from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
 from bench.registry import task_class
 from bench.report import coverage, paired
-from bench.report.board import (RESERVED, choose_samples, is_generated, load, make, own_denoiser, primary_frame,
-                                rel_path, row_label, task_info, usable)
+from bench.report.board import (RESERVED, beside_published, choose_samples, is_generated, load, make, own_denoiser,
+                                primary_frame, rel_path, row_label, task_info, usable)
 from bench.report.data import csv_bytes, json_bytes
 from bench.report.figures import cost_png, fit_png, quality_png, samples_png, verdict_png
 from bench.report.latex import tex_bytes
@@ -74,13 +74,16 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def board_paths(results=None, out=None, *, published: bool = False) -> tuple:
     """``(results, out)`` with their defaults: ``results/`` into ``results/leaderboards``, or with
-    ``published`` the published results into the published folder. Raises ValueError, before any
-    work, when ``out`` is a file or would overwrite the published boards without ``published``."""
-    if published:
-        if results is not None or out is not None:
-            raise ValueError("--published rebuilds leaderboards/ from leaderboards/results and takes no "
-                             "--results or --out; drop them, or drop --published for your own boards")
+    ``published`` alone the published results into the published folder (``published`` with
+    ``results``: your rows beside the published ones, into your folder). Raises ValueError, before
+    any work, when ``out`` is a file or would overwrite the published boards without ``published``."""
+    if published and results is None:
+        if out is not None:
+            raise ValueError("--published rebuilds leaderboards/ from leaderboards/results and takes no --out; "
+                             "drop it, or give --results for your own rows beside the published ones")
         results, out = PUBLISHED_RESULTS, PUBLISHED
+    elif published:  # your rows beside the published ones: your boards, never the published folder
+        published = False
     results = "results" if results is None else results
     if out is None:
         if not isinstance(results, (str, Path)):
@@ -101,13 +104,16 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
     """Write the leaderboard files (module docstring) under ``out`` for every task with results
     under ``results`` (a directory or a list of them; default ``results``) or reported numbers,
     or only for ``task``; ``out`` defaults to ``<results>/leaderboards`` and is never the
-    published folder unless ``published`` (which also sets both folders). ``formats``
+    published folder unless ``published`` alone (which also sets both folders; with ``results``,
+    the boards of your rows beside the published ones, ``board.beside_published``). ``formats``
     restricts what is written (md, csv, json, latex, png); ``reported`` is the CSV of published
     numbers (None: none). Returns the paths written."""
     formats = parse_formats(formats)
+    beside = published and results is not None
     results, out = board_paths(results, out, published=published)
+    published = published and not beside
     where = ", ".join(map(str, [results] if isinstance(results, (str, Path)) else results))
-    loaded, roots = load(results)
+    loaded, roots = beside_published(results) if beside else load(results)
     if task is not None and not any(r["task"] in (task, task.rpartition("-v")[0]) for r in loaded):
         base, _, ver = task.rpartition("-v")
         task_class(base if base and ver.isdigit() else task)  # a name no task has: its close matches
@@ -200,13 +206,12 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     names them): their metrics are other estimators. Returns ``(table, metric,
     higher_is_better)``; ValueError naming what exists for an unknown label, metric or budget."""
     if results is not None and published:
-        yours, _ = load(results)
-        own_rows = {row_label(r) for r in yours if r["task"] == task}
+        loaded, roots = beside_published(results)
+        own_rows = {row_label(r) for r in loaded
+                    if r["task"] == task and any(_inside(Path(r["_path"]), root) for root in roots[:-1])}
         if label not in own_rows:
             raise ValueError(f"no results labelled {label!r} for task {task} under {results} (labels there: "
                              f"{', '.join(sorted(own_rows)) or 'none'}): with --published, LABEL is a row of yours")
-        theirs, _ = load(PUBLISHED_RESULTS)
-        loaded = yours + [r for r in theirs if not (r["task"] == task and row_label(r) in own_rows)]
         results = f"{results} and {PUBLISHED_RESULTS}"
     else:
         results = (PUBLISHED_RESULTS if published else "results") if results is None else results
