@@ -105,13 +105,13 @@ def load(results) -> tuple[list[dict], list[Path]]:
 def beside_published(results) -> tuple[list[dict], list[Path]]:
     """Your results under ``results`` and the published ones, as one set: a row (task and label) you
     have results for is taken from yours whole, the published results of it left out, so a row
-    never mixes seeds of two sources. Returns what ``load`` does; the published files' paths read
-    ``leaderboards/results/...``, yours relative to ``results``."""
+    never mixes seeds of two sources. Returns what ``load`` does, the published results marked
+    ``_published``; their paths read ``leaderboards/results/...``, yours relative to ``results``."""
     yours, roots = load(results)
     mine = {(r["task"], row_label(r)) for r in yours}
     theirs, _ = load(PUBLISHED_RESULTS)
-    return (yours + [r for r in theirs if (r["task"], row_label(r)) not in mine],
-            roots + [PUBLISHED_RESULTS.parent.parent])
+    theirs = [dict(r, _published=True) for r in theirs if (r["task"], row_label(r)) not in mine]
+    return yours + theirs, roots + [PUBLISHED_RESULTS.parent.parent]
 
 
 def rel_path(r: dict, roots: list[Path]) -> str:

@@ -206,9 +206,8 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     names them): their metrics are other estimators. Returns ``(table, metric,
     higher_is_better)``; ValueError naming what exists for an unknown label, metric or budget."""
     if results is not None and published:
-        loaded, roots = beside_published(results)
-        own_rows = {row_label(r) for r in loaded
-                    if r["task"] == task and any(_inside(Path(r["_path"]), root) for root in roots[:-1])}
+        loaded, _ = beside_published(results)
+        own_rows = {row_label(r) for r in loaded if r["task"] == task and not r.get("_published")}
         if label not in own_rows:
             raise ValueError(f"no results labelled {label!r} for task {task} under {results} (labels there: "
                              f"{', '.join(sorted(own_rows)) or 'none'}): with --published, LABEL is a row of yours")
