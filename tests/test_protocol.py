@@ -198,7 +198,10 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     assert main(["compare", "edm", "--task", "gmm8", "--published"]) == 0  # published alone, as before
     assert "| euler" in capsys.readouterr().out
     # the boards of your rows beside the published ones: the same rows, into your folder
-    assert main(["leaderboard", "--results", str(yours), "--published", "--task", "gmm8", "--format", "json"]) == 0
+    assert main(["leaderboard", "--results", str(yours), "--published", "--task", "gmm8", "--format", "md,json"]) == 0
+    page = (yours / "leaderboards" / "gmm8.md").read_text().splitlines()
+    marked = {line.split("|")[1].strip().strip("*") for line in page if line.startswith("|") and "your run" in line}
+    assert marked == {"mine", "euler"}  # the rows of yours, not the published ones
     board = json.loads((yours / "leaderboards" / "gmm8.json").read_text())
     rows = {(r["method"], r["nfe"]): r for r in board["measured"]}
     assert set(rows) == {("mine", 10), ("euler", 10), ("edm", 10), ("big", 10)}

@@ -505,6 +505,8 @@ def make(name: str, measured: list[dict], reported: list[dict], roots: list[Path
                 cost_ratios=curves.cost_ratios(fit_curves, families, higher.get(primary, False)),
                 families=families,
                 privileged=sorted({row_label(r) for r in ok if r.get("privileged")}),
+                yours=(sorted({row_label(r) for r in behind if not r.get("_published")})
+                       if any(r.get("_published") for r in behind) else []),
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
                 code=code_status(behind), core_hours=sum(recorded_seconds(r) for r in behind) / 3600,

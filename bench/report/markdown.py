@@ -83,7 +83,8 @@ def verdict_cell(b: dict, e: dict) -> str:
 
 def flags(b: dict, e: dict) -> str:
     """What a reader must know before citing a row: failed seeds, seeds without a primary value
-    (warned as NaN at load), privileged knowledge, a fit whose samples equal its untrained start's."""
+    (warned as NaN at load), privileged knowledge, a fit whose samples equal its untrained start's,
+    and on a board of your rows beside the published ones, which rows are yours."""
     out = []
     u = e.get("untrained")
     if u and u["identical"]:
@@ -97,6 +98,8 @@ def flags(b: dict, e: dict) -> str:
         out.append(f"{e['unscored']} without {b['primary']}")
     if e["method"] in b["privileged"]:
         out.append("privileged")
+    if e["method"] in b.get("yours", ()):
+        out.append("your run")
     if not e["own"]:
         out.append("another denoiser")
     if is_floor(e):
@@ -135,7 +138,8 @@ def page(b: dict) -> bytes:
                  f"evaluations and time of one fit (mean over seeds). *flags*: a learned row whose samples equal "
                  f"its untrained start's (the fit never moved, or it scored other samplers and none was better "
                  f"on the tuning split: the start is what it found best), failed seeds, privileged knowledge, another "
-                 f"denoiser, a noise floor."
+                 f"denoiser, a noise floor"
+                 + ("; *your run*: a row of your results, beside the published ones" if b.get("yours") else "") + "."
                  + (" EDM's protocol, the minimum over seed sets, is the column *min over seeds*." if mins else ""))
     lines.append("")
     lines.append("Newest result: " + ("none (reported numbers only)." if n is None else
