@@ -439,6 +439,7 @@ def summary(results: list[dict]) -> str:
     """The primary metric per NFE budget (mean over the seeds that succeeded), and where the files are."""
     from pathlib import Path
 
+    from bench.engine.results import PUBLISHED_RESULTS
     from bench.registry import task_class
     first = results[0]
     task = task_class(first["task"])
@@ -465,6 +466,10 @@ def summary(results: list[dict]) -> str:
                                                                              if kept else "")
                  + (f", {failed} failed" if failed else ""))
     lines.append(f"compare methods: python -m bench leaderboard --results {folder.parent.parent}")
+    if ((PUBLISHED_RESULTS / first["task"]).is_dir() and first.get("n_samples") == task.default_samples
+            and folder.parent.parent.resolve() != PUBLISHED_RESULTS.resolve()):  # pairs with the published rows
+        lines.append(f"against the published rows: python -m bench compare {first['label']} --task {first['task']} "
+                     f"--results {folder.parent.parent} --published")
     return "\n".join(lines)
 
 

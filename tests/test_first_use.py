@@ -274,6 +274,12 @@ def test_run_prints_a_summary_and_plain_lines_in_a_log(tmp_path):
     assert lines[1].split() == ["NFE", "budget", "mmd", "seeds", "NFE", "measured"]
     assert [line.split()[0] for line in lines[2:4]] == ["4", "6"] and lines[2].split()[2] == "2/2"
     assert "4 results written under" in out
+    assert "against the published rows" not in out  # 64 samples a seed pair with none of the published 10,000
+    rc, out, err = bench_cli("run", "--method", "euler", "--denoiser", "exact", "--nfe", "4", "--seeds", "0",
+                             "--out", tmp_path / "full")
+    assert rc == 0, err
+    assert (f"against the published rows: python -m bench compare euler@exact --task gmm8 --results {tmp_path / 'full'} "
+            f"--published") in out
     rc, out, err = bench_cli("run", "--method", "euler", "--denoiser", "exact", "--nfe", "4,6", "--seeds", "0,1",
                              "--samples", "64", "--out", tmp_path)
     assert rc == 0 and "4 of 4 results already written" in err and "4 kept" in out
