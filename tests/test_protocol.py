@@ -210,6 +210,9 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     assert all("published/gmm8/edm/" in f for f in rows[("edm", 10)]["files"])  # leaderboards/results/... when real
     assert all(f.startswith("gmm8/mine/") for f in rows[("mine", 10)]["files"])
     assert not (published / "leaderboards").exists() and sorted(p.name for p in published.iterdir()) == ["gmm8"]
+    for cmd in (["leaderboard"], ["compare", "mine", "--task", "gmm8"]):  # a mistyped folder of yours: nothing made
+        assert main([*cmd, "--results", str(tmp_path / "yuors"), "--published"]) == 2
+        assert "no result files under" in capsys.readouterr().err and not (tmp_path / "yuors").exists()
 
 
 def test_every_method_declares_a_known_family():

@@ -108,6 +108,10 @@ def beside_published(results) -> tuple[list[dict], list[Path]]:
     never mixes seeds of two sources. Returns what ``load`` does, the published results marked
     ``_published``; their paths read ``leaderboards/results/...``, yours relative to ``results``."""
     yours, roots = load(results)
+    if not yours:
+        where = ", ".join(map(str, roots))
+        raise FileNotFoundError(f"no result files under {where}: nothing of yours to put beside the published "
+                                f"rows (`python -m bench run ... --out {where}` makes some)")
     mine = {(r["task"], row_label(r)) for r in yours}
     theirs, _ = load(PUBLISHED_RESULTS)
     theirs = [dict(r, _published=True) for r in theirs if (r["task"], row_label(r)) not in mine]
