@@ -190,22 +190,25 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
                               if line.startswith("|") and "mine" in line)}
     assert set(rows) == {"edm", "euler"}  # "big" has 10,000 samples per seed, yours none recorded
     assert "not paired with big" in err and "10000" in err
-    assert rows["edm"][3] == "3" and float(rows["edm"][4]) == pytest.approx(-0.95 / 3, abs=1e-4)  # mine - edm over seeds 0-2
-    assert rows["euler"][3] == "3" and float(rows["euler"][4]) == pytest.approx(-8.9, abs=1e-4)  # your euler, never 0.3x
+    # mine - edm over seeds 0-2; mine - euler over your euler's seeds, none of the published ones
+    assert rows["edm"][3] == "3" and float(rows["edm"][4]) == pytest.approx(-0.95 / 3, abs=1e-4)
+    assert rows["euler"][3] == "3" and float(rows["euler"][4]) == pytest.approx(-8.9, abs=1e-4)
     assert "from there; the rest published" in out
     assert main(["compare", "edm", "--task", "gmm8", "--results", str(yours), "--published"]) == 2
     assert "LABEL is a row of yours" in capsys.readouterr().err
     assert main(["compare", "edm", "--task", "gmm8", "--published"]) == 0  # published alone, as before
     assert "| euler" in capsys.readouterr().out
     # the boards of your rows beside the published ones: the same rows, into your folder
-    assert main(["leaderboard", "--results", str(yours), "--published", "--task", "gmm8", "--format", "md,json"]) == 0
+    argv = ["leaderboard", "--results", str(yours), "--published", "--task", "gmm8", "--format", "md,json"]
+    assert main(argv) == 0
     page = (yours / "leaderboards" / "gmm8.md").read_text().splitlines()
     marked = {line.split("|")[1].strip().strip("*") for line in page if line.startswith("|") and "your run" in line}
     assert marked == {"mine", "euler"}  # the rows of yours, not the published ones
     board = json.loads((yours / "leaderboards" / "gmm8.json").read_text())
     rows = {(r["method"], r["nfe"]): r for r in board["measured"]}
     assert set(rows) == {("mine", 10), ("euler", 10), ("edm", 10), ("big", 10)}
-    assert rows[("euler", 10)]["seeds"] == [0, 1, 2] and rows[("euler", 10)]["metrics"]["mmd"]["mean"] == pytest.approx(9.1)
+    assert rows[("euler", 10)]["seeds"] == [0, 1, 2]
+    assert rows[("euler", 10)]["metrics"]["mmd"]["mean"] == pytest.approx(9.1)
     assert rows[("edm", 10)]["seeds"] == [0, 1, 2, 3, 4]
     assert all("published/gmm8/edm/" in f for f in rows[("edm", 10)]["files"])  # leaderboards/results/... when real
     assert all(f.startswith("gmm8/mine/") for f in rows[("mine", 10)]["files"])
