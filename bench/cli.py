@@ -173,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--published", action="store_true",
                     help="compare the published results; with --results, LABEL of yours against the published rows "
                          "(same seeds, same initial noise: paired)")
+    cp.add_argument("--plot", type=a_path, default=None, metavar="FILE.png",
+                    help="also draw the comparisons: per NFE budget each row's paired difference and 95%% t-interval")
 
     td = sub.add_parser("train-denoiser", help="train a task's own denoiser", formatter_class=Formatter)
     td.add_argument("--task", required=True, help="a task with its own denoiser (gmm8, digits, ...)")
@@ -473,9 +475,26 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _plot_out(path: str) -> Path:
+    """Where ``compare --plot`` writes, checked before any work: a .png in a writable folder (made if
+    missing), never a folder or inside the published boards."""
+    from bench.engine.results import PUBLISHED
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--plot {path} is a folder; name a .png file in it")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--plot {path}: name a .png file, e.g. --plot compare.png")
+    if PUBLISHED.resolve() in out.resolve().parents:
+        raise ValueError(f"--plot {path} is inside the published leaderboards; write it elsewhere")
+    check_writable(out.parent, "the folder of --plot", "choose another --plot")
+    return out
+
+
 def _compare(a):
+    from bench.engine.io import atomic_write_bytes
     from bench.report import paired
     from bench.report.leaderboard import comparisons
+    plot = _plot_out(a.plot) if a.plot else None
     nfe = parse_ints(a.nfe, "--nfe") if a.nfe else None
     against = [x.strip() for x in a.against.split(",") if x.strip()] if a.against else None
     with _every_warning():
@@ -490,5 +509,9 @@ def _compare(a):
     print(paired.markdown(table, metric, reference="other",
                           empty=f"No other row of {a.task} has results{budgets} at a budget {a.label} has: nothing to "
                                 f"pair with."))
+    if plot is not None and not table.empty:
+        from bench.report.figures import compare_png
+        atomic_write_bytes(plot, compare_png(table, metric, a.label, higher))
+        print(f"plot: {plot}")
     return 0
 

@@ -185,3 +185,31 @@ def test_the_verdict_map_colours_each_cell_by_its_verdict_and_says_fewer_seeds()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [n for n, _ in figures.VERDICT_KINDS]
     # every kind its own colour, so no two verdicts read alike
     assert len({c for _, c in figures.VERDICT_KINDS}) == len(figures.VERDICT_KINDS)
+
+
+def test_the_compare_picture_draws_each_row_at_its_paired_difference_coloured_by_its_verdict():
+    """`compare --plot`: a panel per NFE budget, the other rows ordered by the paired difference,
+    each a point at it with its t-interval as a bar, coloured by its verdict (close ones paler)."""
+    import pandas as pd
+    from matplotlib.colors import to_hex
+    cols = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_value", "close", "verdict"]
+    table = pd.DataFrame([[10, "mine", "edm", 5, -0.3, -0.31, -0.29, 1e-6, False, "better"],
+                          [10, "mine", "ld3", 5, 0.002, 0.001, 0.003, 0.02, True, "worse"],
+                          [10, "mine", "ipndm", 5, -0.0001, -0.0004, 0.0002, 0.4, False, "tie"],
+                          [20, "mine", "late", 0, float("nan"), float("nan"), float("nan"), float("nan"), False, "n/a"],
+                          [20, "mine", "edm", 3, 0.01, 0.004, 0.016, 0.03, True, "worse"]], columns=cols)
+    with matplotlib.style.context("default"):
+        fig = figures.compare_figure(table, "mmd", "mine", higher_is_better=False)
+    colour = dict(figures.VERDICT_KINDS)
+    axes = fig.axes
+    assert [ax.get_title(loc="left") for ax in axes] == ["NFE 10", "NFE 20"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["edm", "ipndm", "ld3"]  # by the difference
+    assert [t.get_text() for t in axes[1].get_xticklabels()] == ["edm", "late"]  # no difference: last
+    points = [(c.get_offsets()[0][1], to_hex(c.get_facecolor()[0])) for c in axes[0].collections]
+    assert points == [(-0.3, colour["better"]), (-0.0001, colour["tie"]), (0.002, colour["worse, close"])]
+    bars = [tuple(line.get_ydata()) for line in axes[0].lines if len(line.get_xdata()) == 2 and
+            line.get_xdata()[0] == line.get_xdata()[1]]
+    assert bars == [(-0.31, -0.29), (-0.0004, 0.0002), (0.001, 0.003)]
+    assert [to_hex(c.get_facecolor()[0]) for c in axes[1].collections] == [colour["worse, close"], colour["n/a"]]
+    assert "below 0: mine better" in axes[0].get_ylabel()
+    assert figures.compare_png(table, "mmd", "mine", False) == figures.compare_png(table, "mmd", "mine", False)

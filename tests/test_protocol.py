@@ -213,6 +213,14 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     assert all("published/gmm8/edm/" in f for f in rows[("edm", 10)]["files"])  # leaderboards/results/... when real
     assert all(f.startswith("gmm8/mine/") for f in rows[("mine", 10)]["files"])
     assert not (published / "leaderboards").exists() and sorted(p.name for p in published.iterdir()) == ["gmm8"]
+    plot = tmp_path / "pictures" / "mine.png"  # its folder made
+    assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--published", "--plot", str(plot)]) == 0
+    assert plot.read_bytes().startswith(b"\x89PNG") and f"plot: {plot}" in capsys.readouterr().out
+    for where, says in ((tmp_path / "mine.jpg", "name a .png file"), (tmp_path, "is a folder"),
+                        (lb.PUBLISHED / "mine.png", "inside the published leaderboards")):
+        assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--plot", str(where)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1 and not (lb.PUBLISHED / "mine.png").exists()
     for cmd in (["leaderboard"], ["compare", "mine", "--task", "gmm8"]):  # a mistyped folder of yours: nothing made
         assert main([*cmd, "--results", str(tmp_path / "yuors"), "--published"]) == 2
         assert "no result files under" in capsys.readouterr().err and not (tmp_path / "yuors").exists()
