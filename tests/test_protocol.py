@@ -155,7 +155,8 @@ def test_compare_command_on_result_files(tmp_path, capsys):
     line = next(x for x in capsys.readouterr().out.splitlines() if "| edm" in x)
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[4] == "0.03167" and cells[-1] == "better"  # precision = 1 - mmd / 10: higher is better
-    for argv, says in ((["irl", "--task", "gmm8", "--against", "edn"], "labels there: edm, irl"),
+    for argv, says in ((["irl", "--task", "gmm8", "--against", "edn"], "did you mean edm? (labels there: edm, irl)"),
+                       (["irk", "--task", "gmm8"], "no results labelled 'irk' for task gmm8; did you mean irl?"),
                        (["irl", "--task", "gmm8", "--nfe", "20"], "its budgets: 10"),
                        (["irl", "--task", "gmm8", "--metric", "w2"], "metrics there: mmd, precision"),
                        (["irl", "--task", "gmm25"], "tasks there: gmm8")):

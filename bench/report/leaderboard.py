@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.engine.io import atomic_write_bytes
 from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
-from bench.registry import task_class
+from bench.registry import suggest, task_class
 from bench.report import coverage, paired
 from bench.report.board import (RESERVED, beside_published, choose_samples, is_generated, load, make, own_denoiser,
                                 primary_frame, rel_path, row_label, task_info, usable)
@@ -209,8 +209,9 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
         loaded, _ = beside_published(results)
         own_rows = {row_label(r) for r in loaded if r["task"] == task and not r.get("_published")}
         if label not in own_rows:
-            raise ValueError(f"no results labelled {label!r} for task {task} under {results} (labels there: "
-                             f"{', '.join(sorted(own_rows)) or 'none'}): with --published, LABEL is a row of yours")
+            raise ValueError(f"no results labelled {label!r} for task {task} under {results}"
+                             f"{suggest(label, own_rows)} (labels there: {', '.join(sorted(own_rows)) or 'none'}): "
+                             f"with --published, LABEL is a row of yours")
         results = f"{results} and {PUBLISHED_RESULTS}"
     else:
         results = (PUBLISHED_RESULTS if published else "results") if results is None else results
@@ -223,7 +224,8 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     labels = sorted({row_label(r) for r in ok})
     for name in [label, *(against or [])]:
         if name not in labels:
-            raise ValueError(f"no results labelled {name!r} for task {task}; labels there: {', '.join(labels)}")
+            raise ValueError(f"no results labelled {name!r} for task {task}{suggest(name, labels)} (labels there: "
+                             f"{', '.join(labels)})")
     samples = {}
     for r in ok:
         samples.setdefault(row_label(r), set()).add(r.get("n_samples"))
