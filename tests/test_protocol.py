@@ -148,7 +148,8 @@ def test_compare_command_on_result_files(tmp_path, capsys):
         write(tmp_path, result("irl", 10, seed, a))
         write(tmp_path, result("edm", 10, seed, b))
     assert main(["compare", "irl", "--task", "gmm8", "--results", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "edm, irl: made by other code than this checkout's" in err  # hand-made results carry no code version
     line = next(x for x in out.splitlines() if "| edm" in x)
     assert "-0.3" in line and "better" in line and "mmd (lower is better)" in out
     assert main(["compare", "irl", "--task", "gmm8", "--results", str(tmp_path), "--metric", "precision"]) == 0

@@ -32,8 +32,8 @@ from bench.engine.io import atomic_write_bytes
 from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
 from bench.registry import suggest, task_class
 from bench.report import coverage, paired
-from bench.report.board import (RESERVED, beside_published, choose_samples, is_generated, load, make, own_denoiser,
-                                primary_frame, rel_path, row_label, task_info, usable)
+from bench.report.board import (RESERVED, beside_published, choose_samples, code_status, is_generated, load, make,
+                                own_denoiser, primary_frame, rel_path, row_label, task_info, usable)
 from bench.report.data import csv_bytes, json_bytes
 from bench.report.figures import cost_png, fit_png, quality_png, samples_png, verdict_png
 from bench.report.latex import tex_bytes
@@ -226,7 +226,7 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
         if name not in labels:
             raise ValueError(f"no results labelled {name!r} for task {task}{suggest(name, labels)} (labels there: "
                              f"{', '.join(labels)})")
-    samples = {}
+    notes, samples = [], {}  # warned once the request is known to be valid
     for r in ok:
         samples.setdefault(row_label(r), set()).add(r.get("n_samples"))
     other_count = sorted(x for x in samples if x != label and samples[x] != samples[label]
@@ -234,10 +234,14 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     if other_count:
         def counts(x):
             return "/".join("unrecorded" if n is None else str(n) for n in sorted(samples[x], key=str))
-        warnings.warn(f"not paired with {', '.join(other_count)}: their results have "
-                      f"{', '.join(counts(x) for x in other_count)} samples per seed, {label}'s {counts(label)} "
-                      f"(rerun with the same --samples to compare)", stacklevel=2)
+        notes.append(f"not paired with {', '.join(other_count)}: their results have "
+                     f"{', '.join(counts(x) for x in other_count)} samples per seed, {label}'s {counts(label)} "
+                     f"(rerun with the same --samples to compare)")
         ok = [r for r in ok if row_label(r) not in other_count]
+    stale = code_status([r for r in ok if against is None or row_label(r) in {label, *against}])["stale"]
+    if stale:
+        notes.append(f"{', '.join(stale)}: made by other code than this checkout's (the numbers are what that code "
+                     f"measured; `python -m bench suite` reruns such results)")
     metrics = sorted({m for r in ok for m in r["metrics"]})
     primary, higher, _, _ = task_info(task, metrics)
     metric = metric or primary
@@ -251,6 +255,8 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
             raise ValueError(f"{label} has no results at NFE {', '.join(map(str, missing))} on {task}; its budgets: "
                              f"{', '.join(map(str, budgets))}")
         frame = frame[frame["nfe"].isin(nfe)]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     return paired.against(frame, label, higher.get(metric, False), against), metric, higher.get(metric, False)
 
 
