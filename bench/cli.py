@@ -509,7 +509,9 @@ def _compare(a):
     print(paired.markdown(table, metric, reference="other",
                           empty=f"No other row of {a.task} has results{budgets} at a budget {a.label} has: nothing to "
                                 f"pair with."))
-    if plot is not None and not table.empty:
+    if plot is not None and table.empty:
+        print(f"no plot written to {plot}: nothing to pair")
+    elif plot is not None:
         from bench.report.figures import compare_png
         atomic_write_bytes(plot, compare_png(table, metric, a.label, higher))
         print(f"plot: {plot}")

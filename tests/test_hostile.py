@@ -441,9 +441,11 @@ def test_list_shows_a_methods_settings(capsys):
 
 def test_compare_says_why_there_is_nothing_to_pair(tmp_path, capsys):
     bench.run("euler", "gmm8", nfe=5, seeds=[0, 1, 2], samples=64, out=tmp_path, progress=False)
-    rc, out, err = cli(capsys, "compare", "euler", "--task", "gmm8", "--results", tmp_path)
+    rc, out, err = cli(capsys, "compare", "euler", "--task", "gmm8", "--results", tmp_path, "--plot",
+                       tmp_path / "c.png")
     assert rc == 0 and "No other row of gmm8 has results" in out and "classic reference" not in out
     assert "made by other code" not in err  # this checkout's own results
+    assert "no plot written" in out and not (tmp_path / "c.png").exists()
 
 
 def test_a_suite_replaces_results_of_another_configuration_and_says_so(tmp_path, capsys):
