@@ -183,6 +183,7 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
         write(published, result("edm", 10, seed, edm))
         write(published, result("euler", 10, seed, euler))
         write(published, dict(result("big", 10, seed, 0.2), n_samples=10_000))
+        write(published, result("edm", 10, seed, 0.1, task="gmm25"))  # a task you did not run: left out
     for seed, (mine, euler) in enumerate([(0.10, 9.0), (0.20, 9.1), (0.30, 9.2)]):  # seeds 0-2 only
         write(yours, result("mine", 10, seed, mine))
         write(yours, result("euler", 10, seed, euler))  # your euler: replaces the published row whole
@@ -201,8 +202,10 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     assert main(["compare", "edm", "--task", "gmm8", "--published"]) == 0  # published alone, as before
     assert "| euler" in capsys.readouterr().out
     # the boards of your rows beside the published ones: the same rows, into your folder
-    argv = ["leaderboard", "--results", str(yours), "--published", "--task", "gmm8", "--format", "md,json"]
+    argv = ["leaderboard", "--results", str(yours), "--published", "--format", "md,json"]
     assert main(argv) == 0
+    index = (yours / "leaderboards" / "README.md").read_text()
+    assert "beside the published rows" in index and "gmm25" not in index  # only the tasks you ran
     page = (yours / "leaderboards" / "gmm8.md").read_text().splitlines()
     marked = {line.split("|")[1].strip().strip("*") for line in page if line.startswith("|") and "your run" in line}
     assert marked == {"mine", "euler"}  # the rows of yours, not the published ones
@@ -214,7 +217,8 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     assert rows[("edm", 10)]["seeds"] == [0, 1, 2, 3, 4]
     assert all("published/gmm8/edm/" in f for f in rows[("edm", 10)]["files"])  # leaderboards/results/... when real
     assert all(f.startswith("gmm8/mine/") for f in rows[("mine", 10)]["files"])
-    assert not (published / "leaderboards").exists() and sorted(p.name for p in published.iterdir()) == ["gmm8"]
+    assert not (published / "leaderboards").exists()
+    assert sorted(p.name for p in published.iterdir()) == ["gmm25", "gmm8"]  # nothing written there
     plot = tmp_path / "pictures" / "mine.png"  # its folder made
     assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--published", "--plot", str(plot)]) == 0
     assert plot.read_bytes().startswith(b"\x89PNG") and f"plot: {plot}" in capsys.readouterr().out

@@ -184,7 +184,7 @@ def build(results=None, out=None, task: str | None = None, *, formats=None, repo
     if task is None:
         index_files = []
         if "md" in formats:
-            index_files.append((out / "README.md", index(boards, formats, published=published)))
+            index_files.append((out / "README.md", index(boards, formats, published=published, beside=beside)))
         if "png" in formats and any(not b["paired"].empty for b in boards):
             index_files.append((out / "verdicts.png", verdict_png(boards)))
         for path, data in index_files:
