@@ -105,8 +105,9 @@ def load(results) -> tuple[list[dict], list[Path]]:
 def beside_published(results) -> tuple[list[dict], list[Path]]:
     """Your results under ``results`` and the published ones of the same tasks, as one set: a row
     (task and label) you have results for is taken from yours whole, the published results of it
-    left out, so a row never mixes seeds of two sources. Returns what ``load`` does, the published results marked
-    ``_published``; their paths read ``leaderboards/results/...``, yours relative to ``results``."""
+    left out, so a row never mixes seeds of two sources. Returns what ``load`` does, the published
+    results marked ``_published``; their paths read ``leaderboards/results/...``, yours relative
+    to ``results``."""
     yours, roots = load(results)
     if not yours:
         where = ", ".join(map(str, roots))
@@ -114,7 +115,8 @@ def beside_published(results) -> tuple[list[dict], list[Path]]:
                                 f"rows (`python -m bench run ... --out {where}` makes some)")
     mine, tasks = {(r["task"], row_label(r)) for r in yours}, {r["task"] for r in yours}
     theirs, _ = load(PUBLISHED_RESULTS)
-    theirs = [dict(r, _published=True) for r in theirs if r["task"] in tasks and (r["task"], row_label(r)) not in mine]
+    theirs = [dict(r, _published=True) for r in theirs
+              if r["task"] in tasks and (r["task"], row_label(r)) not in mine]
     return yours + theirs, roots + [PUBLISHED_RESULTS.parent.parent]
 
 
