@@ -175,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
                          "(same seeds, same initial noise: paired)")
     cp.add_argument("--plot", type=a_path, default=None, metavar="FILE.png",
                     help="also draw the comparisons: per NFE budget each row's paired difference and 95%% t-interval")
+    cp.add_argument("--csv", type=a_path, default=None, metavar="FILE.csv",
+                    help="also write the comparisons as CSV, every column at full precision")
 
     td = sub.add_parser("train-denoiser", help="train a task's own denoiser", formatter_class=Formatter)
     td.add_argument("--task", required=True, help="a task with its own denoiser (gmm8, digits, ...)")
@@ -475,18 +477,18 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _plot_out(path: str) -> Path:
-    """Where ``compare --plot`` writes, checked before any work: a .png in a writable folder (made if
-    missing), never a folder or inside the published boards."""
+def _output_file(path: str, flag: str, suffix: str) -> Path:
+    """Where ``compare --plot`` or ``--csv`` writes, checked before any work: a ``suffix`` file in a
+    writable folder (made if missing), never a folder or inside the published boards."""
     from bench.engine.results import PUBLISHED
     out = Path(path)
     if out.is_dir():
-        raise ValueError(f"--plot {path} is a folder; name a .png file in it")
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--plot {path}: name a .png file, e.g. --plot compare.png")
+        raise ValueError(f"{flag} {path} is a folder; name a {suffix} file in it")
+    if out.suffix.lower() != suffix:
+        raise ValueError(f"{flag} {path}: name a {suffix} file, e.g. {flag} compare{suffix}")
     if PUBLISHED.resolve() in out.resolve().parents:
-        raise ValueError(f"--plot {path} is inside the published leaderboards; write it elsewhere")
-    check_writable(out.parent, "the folder of --plot", "choose another --plot")
+        raise ValueError(f"{flag} {path} is inside the published leaderboards; write it elsewhere")
+    check_writable(out.parent, f"the folder of {flag}", f"choose another {flag}")
     return out
 
 
@@ -494,7 +496,8 @@ def _compare(a):
     from bench.engine.io import atomic_write_bytes
     from bench.report import paired
     from bench.report.leaderboard import comparisons
-    plot = _plot_out(a.plot) if a.plot else None
+    plot = _output_file(a.plot, "--plot", ".png") if a.plot else None
+    csv = _output_file(a.csv, "--csv", ".csv") if a.csv else None
     nfe = parse_ints(a.nfe, "--nfe") if a.nfe else None
     against = [x.strip() for x in a.against.split(",") if x.strip()] if a.against else None
     with _every_warning():
@@ -509,6 +512,9 @@ def _compare(a):
     print(paired.markdown(table, metric, reference="other",
                           empty=f"No other row of {a.task} has results{budgets} at a budget {a.label} has: nothing to "
                                 f"pair with."))
+    if csv is not None:
+        atomic_write_bytes(csv, table.to_csv(index=False, lineterminator="\n").encode())
+        print(f"csv: {csv}")
     if plot is not None and table.empty:
         print(f"no plot written to {plot}: nothing to pair")
     elif plot is not None:

@@ -219,9 +219,16 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     assert all(f.startswith("gmm8/mine/") for f in rows[("mine", 10)]["files"])
     assert not (published / "leaderboards").exists()
     assert sorted(p.name for p in published.iterdir()) == ["gmm25", "gmm8"]  # nothing written there
-    plot = tmp_path / "pictures" / "mine.png"  # its folder made
-    assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--published", "--plot", str(plot)]) == 0
+    plot, table = tmp_path / "pictures" / "mine.png", tmp_path / "tables" / "mine.csv"  # their folders made
+    assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--published", "--plot", str(plot),
+                 "--csv", str(table)]) == 0
     assert plot.read_bytes().startswith(b"\x89PNG") and f"plot: {plot}" in capsys.readouterr().out
+    import pandas as pd
+    written = pd.read_csv(table).set_index("reference")
+    assert written.loc["edm", "diff"] == pytest.approx(-0.95 / 3, rel=1e-12)  # full precision, not 4 digits
+    assert (written.loc["edm", "seeds"], written.loc["edm", "verdict"], written.loc["euler", "seeds"]) == (3, "better", 3)
+    assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--csv", str(tmp_path / "m.txt")]) == 2
+    assert "name a .csv file" in capsys.readouterr().err
     for where, says in ((tmp_path / "mine.jpg", "name a .png file"), (tmp_path, "is a folder"),
                         (lb.PUBLISHED / "mine.png", "inside the published leaderboards")):
         assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--plot", str(where)]) == 2
