@@ -481,12 +481,13 @@ def _output_file(path: str, flag: str, suffix: str) -> Path:
     """Where ``compare --plot`` or ``--csv`` writes, checked before any work: a ``suffix`` file in a
     writable folder (made if missing), never a folder or inside the published boards."""
     from bench.engine.results import PUBLISHED
+    from bench.report.leaderboard import _inside
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"{flag} {path} is a folder; name a {suffix} file in it")
     if out.suffix.lower() != suffix:
         raise ValueError(f"{flag} {path}: name a {suffix} file, e.g. {flag} compare{suffix}")
-    if PUBLISHED.resolve() in out.resolve().parents:
+    if _inside(out, PUBLISHED):
         raise ValueError(f"{flag} {path} is inside the published leaderboards; write it elsewhere")
     check_writable(out.parent, f"the folder of {flag}", f"choose another {flag}")
     return out
