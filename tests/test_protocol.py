@@ -515,7 +515,7 @@ def test_every_published_verdict_agrees_with_scipy_on_the_result_files():
 
 # A paired difference as the README quotes it: "(+0.0031 [0.0019, 0.0044])", mean [low, high].
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?"
-_QUOTE = r"\(({n}) \[({n}), ({n})\]".format(n=_NUM)
+_QUOTE = r"\(({n})\s+\[({n}),\s+({n})\]".format(n=_NUM)  # a quote may wrap onto the next line
 
 
 def _rounds_to(quoted: str, value):
@@ -578,15 +578,18 @@ def unmatched_quotes(text: str, results, primary) -> tuple[int, list[str]]:
                     return True
         return False
 
-    heading, code, count, bad = "", False, 0, []
-    for number, line in enumerate(text.splitlines(), 1):
+    headings, heading, code = [], "", False  # the heading each line is under
+    for line in text.splitlines():
         code ^= line.startswith("```")
         if line.startswith("#") and not code:  # a comment in a code block is no heading
             heading = line
-        for q in re.findall(_QUOTE, line):
-            count += 1
-            if not stands(q, bootstrap="protocol v2" in heading):
-                bad.append(f"line {number}: ({q[0]} [{q[1]}, {q[2]}])")
+        headings.append(heading)
+    count, bad = 0, []
+    for m in re.finditer(_QUOTE, text):
+        count += 1
+        number = text.count("\n", 0, m.start()) + 1
+        if not stands(m.groups(), bootstrap="protocol v2" in headings[number - 1]):
+            bad.append(f"line {number}: ({m[1]} [{m[2]}, {m[3]}])")
     return count, bad
 
 
@@ -642,3 +645,7 @@ def test_a_quote_stands_only_on_its_own_numbers_interval_and_protocol(tmp_path):
     assert len(bad(f"### digits (protocol v2 results)\n# protocol v3\n{boot}")) == 1
     fd = f"(+{2 * d.mean():.4f} [{2 * lo:.4f}, {2 * hi:.4f}])"  # the same pair in a metric that is not primary
     assert len(bad(f"# x\n{fd}")) == 1
+    # a quote wrapped onto the next line is read whole, and named by the line it starts on
+    assert unmatched_quotes(f"# x\nworse (+{d.mean():.4f} [{lo:.4f},\n  {hi:.4f}]).", tmp_path, kid_is_primary) == (1, [])
+    assert bad(f"# x\n\nworse (+{d.mean():.4f}\n  [{lo:.4f}, {hi + 0.001:.4f}])") == [
+        f"line 3: (+{d.mean():.4f} [{lo:.4f}, {hi + 0.001:.4f}])"]
