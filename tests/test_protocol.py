@@ -428,34 +428,25 @@ def test_a_slice_of_the_suite_reproduces_the_published_results(tmp_path, method,
                 f"{name}: {got['metrics'][name]} vs {value} (written under {want['versions']})"
 
 
-#: tasks whose published results are being rerun whole by newer code (as digits was for protocol v3,
-#: issue 28); until it lands their results stay as they were, all made by other code, never mixed
-RERUN_UNDER_WAY: set = set()
-
-
 def test_every_published_result_was_made_by_this_checkouts_code():
     """Each published row regenerates from this commit: every result file under
     leaderboards/results carries the code version this checkout gives its task and method. A
-    harness or method edit without its rerun fails here, not silently on the boards' stale marks;
-    a task whose rerun is under way holds no result of this code (a board never mixes two)."""
+    harness or method edit without its rerun fails here, not silently on the boards' stale marks."""
     from pathlib import Path
 
     from bench.report.board import code_status, load
     root = Path(__file__).resolve().parent.parent / "leaderboards" / "results"
     folders = sorted(p for p in root.iterdir() if p.is_dir())
-    assert {p.name for p in folders} >= RERUN_UNDER_WAY | {"gmm8", "digits"}, "the published results moved"
+    assert {p.name for p in folders} >= {"gmm8", "digits"}, "the published results moved"
     for folder in folders:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # an unreadable published file is a failure too
             results, _ = load(folder)
         status = code_status(results)
         assert status["total"] > 0 and status["unknown"] == 0, (folder.name, status)
-        if folder.name in RERUN_UNDER_WAY:
-            assert status["current"] == 0, f"{folder.name}: its rerun has landed; take it out of RERUN_UNDER_WAY"
-        else:
-            assert not status["stale"], (f"{folder.name}: results of {', '.join(status['stale'])} were made by other "
-                                         f"code (`python -m bench suite leaderboards/suite.toml --only "
-                                         f"{folder.name} --dry-run` lists them)")
+        assert not status["stale"], (f"{folder.name}: results of {', '.join(status['stale'])} were made by other "
+                                     f"code (`python -m bench suite leaderboards/suite.toml --only {folder.name} "
+                                     f"--dry-run` lists them)")
 
 
 def test_t_interval_of_equal_values_has_zero_width():

@@ -296,18 +296,18 @@ def compare_figure(table, metric: str, label: str, higher_is_better: bool):
     paired difference (``label`` - other) with its 95% t-interval, coloured by the verdict (close
     ones paler), the rows ordered by the difference; 0 marked, the better side named."""
     budgets = sorted(int(n) for n in set(table["nfe"]))
-    colour = dict(VERDICT_KINDS)
     width = max(5.0, 0.3 * max((int((table["nfe"] == n).sum()) for n in budgets), default=1) + 1.8)
-    fig = figure((width, 3.3 * len(budgets) + 0.9))
+    height = 3.3 * len(budgets) + 0.9
+    fig = figure((width, height))
     values = [v for c in ("diff", "diff_low", "diff_high") for v in table[c] if math.isfinite(v)]
     for j, nfe in enumerate(budgets):
         ax = fig.add_subplot(len(budgets), 1, j + 1)
         rows = table[table["nfe"] == nfe].sort_values(["diff", "reference"], na_position="last")
         for x, (_, r) in enumerate(rows.iterrows()):
-            kind = VERDICT_KINDS[verdict_kind(dict(verdict=r["verdict"], close=bool(r["close"])))][0]
+            colour = VERDICT_KINDS[verdict_kind(dict(verdict=r["verdict"], close=bool(r["close"])))][1]
             if math.isfinite(r["diff_low"]):
                 ax.plot([x, x], [r["diff_low"], r["diff_high"]], color="black", linewidth=1, zorder=1)
-            ax.scatter([x], [r["diff"]], color=colour[kind], edgecolor="black", s=36, zorder=2)
+            ax.scatter([x], [r["diff"]], color=colour, edgecolor="black", s=36, zorder=2)
         ax.axhline(0.0, color="grey", linewidth=0.8, zorder=0)
         plots.value_scale(ax, values + [0.0])
         ax.margins(y=0.08)  # the extreme points whole, not cut by the frame
@@ -318,9 +318,9 @@ def compare_figure(table, metric: str, label: str, higher_is_better: bool):
         ax.set_ylabel(f"{label} - other, {metric}\n({'above' if higher_is_better else 'below'} 0: {label} better)",
                       fontsize="small")
     from matplotlib.patches import Patch
-    shown = [n for n, _ in VERDICT_KINDS if n not in ("not run", "reference")]
-    top = 1 - 0.75 / (3.3 * len(budgets) + 0.9)
-    fig.legend(handles=[Patch(facecolor=colour[n], edgecolor="black", label=n) for n in shown],
+    shown = [(n, c) for n, c in VERDICT_KINDS if n not in ("not run", "reference")]
+    top = 1 - 0.75 / height
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="black", label=n) for n, c in shown],
                loc="lower center", bbox_to_anchor=(0.5, top), ncol=len(shown), fontsize="x-small", frameon=False)
     fig.suptitle(f"{label} against each other row, paired over seeds (95% t-intervals)", fontsize="small")
     fig.tight_layout(rect=(0, 0, 1, top))
