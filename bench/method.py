@@ -184,41 +184,67 @@ class Method:
 @dataclass(frozen=True)
 class SolverSpec:
     fn: callable
-    nfe: callable       # steps -> NFE
-    steps: callable     # NFE budget -> the most steps that fit
+    calls_per_step: int  # denoiser calls per step; a step to sigma = 0 takes one
     min_steps: int
+    classic: str         # the classic method that runs the solver (the untrained start of a learned schedule)
+    afs: bool = False    # takes the analytical first step (one call fewer)
 
+    def nfe(self, steps: int, final: str = "zero", afs: bool = False) -> int:
+        """Denoiser calls of ``steps`` steps on a schedule ending in 0 (``final='zero'``) or at sigma_min."""
+        return self.calls_per_step * steps - (self.calls_per_step - 1 if final == "zero" else 0) - bool(afs)
 
-# the classic method that runs each solver on EDM's rho schedule (the untrained start of a learned schedule)
-CLASSIC = {"euler": "euler", "heun": "edm", "dpmpp-2m": "dpmpp-2m", "ipndm": "ipndm"}
+    def steps(self, nfe_budget: int, final: str = "zero", afs: bool = False) -> int:
+        """The most steps whose NFE fits the budget."""
+        extra = (self.calls_per_step - 1 if final == "zero" else 0) + bool(afs)
+        return (int(nfe_budget) + extra) // self.calls_per_step
+
 
 SOLVER_SPECS = {
-    "euler": SolverSpec(sampling.euler, lambda n: n, lambda b: b, 1),
-    "heun": SolverSpec(sampling.heun, lambda n: 2 * n - 1, lambda b: (b + 1) // 2, 2),
-    "dpmpp-2m": SolverSpec(sampling.dpmpp_2m, lambda n: n, lambda b: b, 2),
-    "ipndm": SolverSpec(sampling.ipndm, lambda n: n, lambda b: b, 2),
+    "euler": SolverSpec(sampling.euler, 1, 1, "euler"),
+    "heun": SolverSpec(sampling.heun, 2, 2, "edm"),
+    "dpm2": SolverSpec(sampling.dpm2, 2, 2, "dpm2"),
+    "dpmpp-2m": SolverSpec(sampling.dpmpp_2m, 1, 2, "dpmpp-2m", afs=True),
+    "dpmpp-3m": SolverSpec(sampling.dpmpp_3m, 1, 2, "dpmpp-3m", afs=True),
+    "unipc": SolverSpec(sampling.unipc, 1, 2, "unipc", afs=True),
+    "deis": SolverSpec(sampling.deis, 1, 2, "deis", afs=True),
+    "ipndm": SolverSpec(sampling.ipndm, 1, 2, "ipndm", afs=True),
+    "ipndm-v": SolverSpec(sampling.ipndm_v, 1, 2, "ipndm-v", afs=True),
 }
 
+# the schedule settings of a classic solver method (its ``defaults`` may override them)
+SCHEDULE_SETTINGS = dict(schedule="edm", rho=7.0, time_rho=1.0, final="zero")
+FINALS = ("zero", "sigma-min")
 
-def steps_for(solver: str, nfe_budget: int) -> int:
+
+def steps_for(solver: str, nfe_budget: int, final: str = "zero", afs: bool = False) -> int:
     """The most steps of ``solver`` whose NFE fits the budget; BudgetError when none does."""
     spec = SOLVER_SPECS[solver]
-    n = spec.steps(int(nfe_budget))
+    n = spec.steps(int(nfe_budget), final, afs)
     if n < spec.min_steps:
         raise BudgetError(f"NFE budget {nfe_budget} is too small for {solver}: it needs at least "
-                          f"{spec.nfe(spec.min_steps)} ({spec.min_steps} steps)")
+                          f"{spec.nfe(spec.min_steps, final, afs)} ({spec.min_steps} steps)")
     return n
 
 
 class SolverMethod(Method):
-    """A fixed solver on the EDM schedule: ``solver``, ``rho`` and solver settings in the config."""
+    """A fixed solver on a fixed schedule: ``solver`` and, in the config, the schedule settings
+    (``schedule``, ``rho``, ``time_rho``, ``final``, where the method declares them: else EDM's rho
+    schedule ending in 0) and the solver's own ``settings`` (``afs`` among them where the solver
+    takes it)."""
     family = "classic"
     solver: str = "heun"
     settings: tuple = ()  # config keys passed to the solver
+    choices = dict(schedule=sampling.SCHEDULES, final=FINALS)
+
+    def _budget(self):
+        return self.config.get("final", "zero"), bool(self.config.get("afs", False))
 
     def schedule(self, denoiser, nfe_budget):
-        n = steps_for(self.solver, nfe_budget)
-        return sampling.karras_sigmas(n, denoiser.sigma_min, denoiser.sigma_max, self.config.get("rho", 7.0))
+        final, afs = self._budget()
+        n = steps_for(self.solver, nfe_budget, final, afs)
+        c = self.config
+        return sampling.schedule(c.get("schedule", "edm"), n, denoiser.sigma_min, denoiser.sigma_max,
+                                 rho=c.get("rho", 7.0), time_rho=c.get("time_rho", 1.0), final=final)
 
     def solver_settings(self) -> dict:
         return {k: self.config[k] for k in self.settings}
@@ -229,6 +255,6 @@ class SolverMethod(Method):
                                             **self.solver_settings())
 
     def describe_budget(self, nfe_budget):
-        n = steps_for(self.solver, nfe_budget)
-        return dict(solver=self.solver, steps=n, nfe_formula=SOLVER_SPECS[self.solver].nfe(n))
-
+        final, afs = self._budget()
+        n = steps_for(self.solver, nfe_budget, final, afs)
+        return dict(solver=self.solver, steps=n, nfe_formula=SOLVER_SPECS[self.solver].nfe(n, final, afs))

@@ -2,12 +2,12 @@
 
 A schedule learner fits, per NFE budget, one float64 vector of noise levels (strictly
 decreasing, from the denoiser's sigma_max, ending in 0) and samples it with any of the
-fixed-step solvers (``--set solver=ipndm|dpmpp-2m|euler|heun``), with the NFE counted as
+fixed-step solvers (``--set solver=NAME``, any of ``bench.method.SOLVER_SPECS``), with the NFE counted as
 for the fixed-schedule solvers: the schedule is an artifact, the solver a setting.
 """
 import torch
 
-from bench.method import CLASSIC, SOLVER_SPECS, Artifact, Method, steps_for
+from bench.method import SOLVER_SPECS, Artifact, Method, steps_for
 
 
 def check_schedule(sigmas: torch.Tensor, steps: int, sigma_max: float) -> torch.Tensor:
@@ -32,7 +32,7 @@ class ScheduleMethod(Method):
 
     def untrained(self):
         """EDM's rho schedule under the same solver: what a schedule learner starts from."""
-        return CLASSIC[self.config["solver"]], dict(rho=self.config.get("rho", 7.0))
+        return SOLVER_SPECS[self.config["solver"]].classic, dict(schedule="edm", rho=self.config.get("rho", 7.0))
 
     def steps(self, nfe_budget: int) -> int:
         return steps_for(self.config["solver"], nfe_budget)

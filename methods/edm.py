@@ -1,5 +1,5 @@
 """``edm``: EDM's deterministic Heun sampler (Karras et al. 2022, Algorithm 2 with S_churn = 0)."""
-from bench.method import SolverMethod
+from bench.method import SCHEDULE_SETTINGS, SolverMethod
 from bench.registry import register_method
 
 
@@ -7,4 +7,4 @@ from bench.registry import register_method
 class EDM(SolverMethod):
     description = "EDM Heun (deterministic), rho=7 schedule; NFE 2N-1"
     solver = "heun"
-    defaults = dict(rho=7.0)
+    defaults = dict(SCHEDULE_SETTINGS)

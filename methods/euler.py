@@ -1,5 +1,5 @@
 """``euler``: Euler on the probability-flow ODE (DDIM in the EDM parameterisation)."""
-from bench.method import SolverMethod
+from bench.method import SCHEDULE_SETTINGS, SolverMethod
 from bench.registry import register_method
 
 
@@ -7,4 +7,4 @@ from bench.registry import register_method
 class Euler(SolverMethod):
     description = "Euler / DDIM on the probability-flow ODE, rho=7 schedule; NFE N"
     solver = "euler"
-    defaults = dict(rho=7.0)
+    defaults = dict(SCHEDULE_SETTINGS)

@@ -431,11 +431,16 @@ def test_a_slice_of_the_suite_reproduces_the_published_results(tmp_path, method,
 def test_every_published_result_was_made_by_this_checkouts_code():
     """Each published row regenerates from this commit: every result file under
     leaderboards/results carries the code version this checkout gives its task and method. A
-    harness or method edit without its rerun fails here, not silently on the boards' stale marks."""
+    harness or method edit without its rerun fails here, not silently on the boards' stale marks.
+    While a rerun of the whole manifest is declared under way (leaderboards/rerun.json), every
+    result must instead carry the code version the declaration pins for it (nothing of newer code
+    mixed in before the set is whole), and the boards mark them stale."""
     from pathlib import Path
 
     from bench.report.board import code_status, load
     root = Path(__file__).resolve().parent.parent / "leaderboards" / "results"
+    rerun = root.parent / "rerun.json"
+    pinned = json.loads(rerun.read_text())["code"] if rerun.exists() else None
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     assert {p.name for p in folders} >= {"gmm8", "digits"}, "the published results moved"
     for folder in folders:
@@ -444,6 +449,14 @@ def test_every_published_result_was_made_by_this_checkouts_code():
             results, _ = load(folder)
         status = code_status(results)
         assert status["total"] > 0 and status["unknown"] == 0, (folder.name, status)
+        if pinned is not None:
+            mixed = sorted({f"{r['method']} ({r['code']})" for r in results
+                            if r["code"] != pinned.get(r["task"], {}).get(r["method"])})
+            assert not mixed, (f"{folder.name}: a rerun is under way (leaderboards/rerun.json) and these results are "
+                               f"not the ones it pins: {', '.join(mixed)}; publish the rerun whole, then remove it")
+            board = (root.parent / f"{folder.name}.md").read_text()
+            assert not status["stale"] or "**Stale:**" in board, f"{folder.name}.md does not mark its stale rows"
+            continue
         assert not status["stale"], (f"{folder.name}: results of {', '.join(status['stale'])} were made by other "
                                      f"code (`python -m bench suite leaderboards/suite.toml --only {folder.name} "
                                      f"--dry-run` lists them)")
