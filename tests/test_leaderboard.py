@@ -108,7 +108,8 @@ def test_csv_means_and_intervals_by_hand(built):
         assert float(rows[key]["sample_seconds"]) == 0.25
     assert list(rows[("fast", 5)])[:9] == ["method", "nfe", "nfe_measured", "seeds", "failed", "mmd_mean",
                                           "mmd_ci95", "precision_mean", "precision_ci95"]
-    assert list(rows[("fast", 5)])[-3:] == ["fit_nfe", "fit_seconds", "sample_seconds"]
+    assert list(rows[("fast", 5)])[-8:] == ["fit_nfe", "fit_seconds", "sample_seconds", "vs_start", "vs_start_diff",
+                                           "vs_start_low", "vs_start_high", "vs_start_verdict"]
     # full precision in the csv
     assert rows[("slow", 10)]["mmd_mean"] == repr(sum([0.2, 0.3, 0.4]) / 3)
 
@@ -157,7 +158,8 @@ def test_markdown_bolds_the_best_per_budget(built):
     assert "Primary metric: **mmd**" in md
     assert "![](gmm8.png)" in md
     header, body = md_table(md)
-    assert header == ["method", "NFE", "seeds", "mmd ↓", "vs reference", "fit", "flags", "protocol"]  # nine at most
+    assert header == ["method", "NFE", "seeds", "mmd ↓", "vs reference", "vs start", "fit", "flags",
+                      "protocol"]  # nine at most
     assert [(r[0], r[1]) for r in body] == [("**fast**", "5"), ("slow", "5"), ("solo", "5"),
                                              ("**slow**", "10"), ("fast", "10")]
     w2 = header.index("mmd ↓")
@@ -697,3 +699,48 @@ def test_the_index_pictures_its_verdicts_only_when_there_are_some(tmp_path):
     write(alone, result("ipndm", 10, 0, 0.1, method="ipndm"))  # a reference with nothing to compare
     paths, _ = build_quiet(alone, tmp_path / "lb2")
     assert "verdicts.png" not in {p.name for p in paths}
+
+
+def test_a_learned_row_is_judged_against_its_own_untrained_start(tmp_path):
+    """``vs_start``: the paired verdict of a learned row against its start's row on the same seeds,
+    in the board model, the page, the CSV, the JSON and the index; a row worse than its start is
+    flagged. A start with its own settings (irl with iters = 0) is matched on the row's whole
+    configuration, so a variant on another solver is never judged against the default's start."""
+    import pandas as pd
+
+    from bench.report import board, data, markdown
+    rows = []
+    for seed, (start, learned, other) in enumerate([(0.10, 0.05, 0.20), (0.12, 0.06, 0.21), (0.11, 0.04, 0.22)]):
+        rows.append(result("ipndm", 10, seed, start))
+        g = result("gits", 10, seed, learned)
+        g["untrained"] = dict(identical=False, method="ipndm", settings={})
+        rows.append(g)
+        for label, v, solver in [("irl", other, "ipndm"), ("irl-euler", other, "euler")]:
+            r = result(label, 10, seed, v, method="irl")
+            r["method_config"] = dict(iters=100, solver=solver)
+            r["untrained"] = dict(identical=False, method="irl", settings=dict(iters=0))
+            rows.append(r)
+        u = result("irl-untuned", 10, seed, 0.15, method="irl")
+        u["method_config"] = dict(iters=0, solver="ipndm")
+        u["untrained"] = dict(identical=True, method="irl", settings=dict(iters=0))
+        rows.append(u)
+    for r in rows:
+        write(tmp_path, r)
+    results, _ = board.load(tmp_path / "gmm8")
+    assert board.start_labels(results) == {"gits": "ipndm", "irl": "irl-untuned"}  # irl-euler's start is not there
+    b = board.make("gmm8", results, [], [tmp_path])
+    by = {row["method"]: row for row in b["rows"]}
+    g, i = by["gits"]["vs_start"], by["irl"]["vs_start"]
+    diff = pd.Series([0.05 - 0.10, 0.06 - 0.12, 0.04 - 0.11])
+    assert g["start"] == "ipndm" and g["verdict"] == "better" and g["seeds"] == 3
+    assert g["diff"] == pytest.approx(diff.mean())
+    assert i["start"] == "irl-untuned" and i["verdict"] == "worse"
+    assert by["irl-euler"]["vs_start"] is None and by["irl-untuned"]["vs_start"] is None
+    page = markdown.page(b).decode()
+    assert "worse than its untrained start (irl-untuned)" in page and "better -0.06 (ipndm)" in page
+    csv = pd.read_csv(__import__("io").BytesIO(data.csv_bytes(b)))
+    assert csv.set_index("method").loc["irl", "vs_start_verdict"] == "worse"
+    js = json.loads(data.json_bytes(b))
+    assert next(m for m in js["measured"] if m["method"] == "gits")["vs_start"]["verdict"] == "better"
+    index = "\n".join(markdown.start_summary([b]))
+    assert "| gits" in index and "gmm8 10" in index

@@ -327,6 +327,47 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
     return rows
 
 
+def start_labels(ok: list[dict]) -> dict:
+    """Label of a learned row -> the label of its untrained start's row on the same board: the row
+    of the start's method (``untrained.method`` of its results) whose every result agrees with the
+    start's settings, the method's own label first. Rows configured as their own start (``iters=0``)
+    and rows whose start is not on the board have none."""
+    by_label: dict[str, list[dict]] = {}
+    for r in ok:
+        by_label.setdefault(row_label(r), []).append(r)
+
+    def config(r) -> dict:
+        return r.get("method_config") if isinstance(r.get("method_config"), dict) else {}
+
+    def agrees(rs, method, want):
+        return all(r["method"] == method and all(config(r).get(k) == v for k, v in want.items()) for r in rs)
+    out = {}
+    for label, rs in by_label.items():
+        first = next((r for r in rs if isinstance(r.get("untrained"), dict) and not _by_design(r)), None)
+        u = None if first is None else first["untrained"]
+        if u is None or not isinstance(u.get("method"), str):
+            continue
+        settings = u.get("settings") if isinstance(u.get("settings"), dict) else {}
+        # the start of a method of its own (iters=0) is this row's whole configuration with the start's settings
+        want = {**config(first), **settings} if u["method"] == first["method"] else settings
+        found = sorted((other != u["method"], other) for other, ors in by_label.items()
+                       if other != label and agrees(ors, u["method"], want))
+        if found:
+            out[label] = found[0][1]
+    return out
+
+
+def _against_start(rows: list[dict], ok: list[dict], frame, higher_is_better: bool) -> None:
+    """``vs_start`` of each learned row: its paired comparison with its untrained start's row at the
+    same budget (same seeds, same initial noise; ``paired.pair``), None where the start has no row."""
+    starts = start_labels(ok)
+    for row in rows:
+        start = starts.get(row["method"])
+        mine, theirs = (paired._values(frame, row["nfe"], lab) for lab in (row["method"], start))
+        row["vs_start"] = (dict(start=start, **paired.pair(mine, theirs, higher_is_better))
+                           if start is not None and not mine.empty and not theirs.empty else None)
+
+
 def _untrained(rs: list[dict]) -> dict | None:
     """How many of a row's seeds sample exactly as the method's untrained start (``untrained`` of a
     result: a fit that never moved its sampler), of how many were checked, and the start's name;
@@ -476,7 +517,9 @@ def make(name: str, measured: list[dict], reported: list[dict], roots: list[Path
     primary, higher, aggregate, notes = task_info(name, metrics)
     own = own_denoiser(name)
     rows = _rows(ok, failed, metrics, primary, aggregate, roots, own)
-    comparisons = paired.compare(primary_frame(ok, primary, own), higher.get(primary, False))
+    frame = primary_frame(ok, primary, own)
+    comparisons = paired.compare(frame, higher.get(primary, False))
+    _against_start(rows, ok, frame, higher.get(primary, False))
     fit_curves = {(row_label(r), int(r["nfe_budget"]), int(r["seed"])): r["fit_curve"] for r in ok
                   if isinstance(r.get("fit_curve"), list) and r["fit_curve"]}
     families = {row_label(r): family_of(r["method"]) for r in ok}

@@ -27,6 +27,13 @@ def _json_num(v):
     return None if math.isnan(v) or math.isinf(v) else v
 
 
+def _start_cells(v) -> list[str]:
+    if not v:
+        return [""] * 5
+    return [v["start"], _csv_num(v["diff"]), _csv_num(v["diff_low"]), _csv_num(v["diff_high"]),
+            v["verdict"] + ("*" if v["close"] else "")]
+
+
 def csv_bytes(b: dict) -> bytes:
     metrics, primary = b["metrics"], b["primary"]
     mins = [primary] if b["aggregate"] == "min" and primary in metrics else []
@@ -34,7 +41,8 @@ def csv_bytes(b: dict) -> bytes:
     header = (["method", "nfe", "nfe_measured", "seeds", "failed"]
               + [f"{m}_{s}" for m in metrics for s in ("mean", "ci95")] + [f"{m}_min" for m in mins]
               + ["kind", "source", "reported_metric", "reported_value", "seed_list", "protocol_id", "protocol"]
-              + ["fit_nfe", "fit_seconds", "sample_seconds"])
+              + ["fit_nfe", "fit_seconds", "sample_seconds"]
+              + ["vs_start", "vs_start_diff", "vs_start_low", "vs_start_high", "vs_start_verdict"])
     rows = []
     for e in b["table"]:
         if e["kind"] == "measured":
@@ -44,11 +52,12 @@ def csv_bytes(b: dict) -> bytes:
                        + ["measured", "measured", "", "", " ".join(map(str, e["seed_list"])),
                           " ".join(e["protocol_ids"]),
                           " | ".join(protocol_text(b["protocols"][i]) for i in e["protocol_ids"])]
-                       + [_csv_num(e["fit_nfe"]), _csv_num(e["fit_seconds"]), _csv_num(e["sample_seconds"])])
+                       + [_csv_num(e["fit_nfe"]), _csv_num(e["fit_seconds"]), _csv_num(e["sample_seconds"])]
+                       + _start_cells(e.get("vs_start")))
         else:
             rows.append([e["method"], _csv_num(e["nfe"]), "", "", ""] + [""] * (2 * len(metrics) + len(mins))
                         + ["reported", e["source"], e["metric"], e["value_text"], "", e["protocol_ids"][0],
-                           e["protocol"], "", "", ""])
+                           e["protocol"], "", "", ""] + [""] * 5)
     # every cell is already the text it should be (numbers as repr): pandas only lays out and quotes
     return pd.DataFrame(rows, columns=header, dtype=str).to_csv(index=False, lineterminator="\n").encode()
 
@@ -65,7 +74,9 @@ def json_bytes(b: dict) -> bytes:
                      if not math.isnan(row["mean"][m])},
             best=any(r is row for rs in b["best"].values() for r in rs),
             fit_nfe=_json_num(row["fit_nfe"]), fit_seconds=_json_num(row["fit_seconds"]),
-            sample_seconds=_json_num(row["sample_seconds"]), overhead=_json_num(row["overhead"]), files=row["files"]))
+            sample_seconds=_json_num(row["sample_seconds"]), overhead=_json_num(row["overhead"]), files=row["files"],
+            vs_start=None if not row.get("vs_start") else {k: row["vs_start"][k] for k in (
+                "start", "seeds", "diff", "diff_low", "diff_high", "p_value", "close", "verdict")}))
     reported = [dict(method=r["method"], nfe=r["nfe"], metric=r["metric"], value=r["value"], value_text=r["value_text"],
                      source=r["source"], protocol=r["protocol_ids"][0])
                 for r in ranked_reported(b["reported"], b["primary"], b["higher"])]

@@ -12,7 +12,7 @@ from bench.report.markdown import arrow
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "§": r"\S{}", "—": "---", "–": "--",
         "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "×": r"$\times$", "≤": r"$\leq$",
-        "≥": r"$\geq$",
+        "≥": r"$\geq$", "†": r"\textdagger{}",
         "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 
@@ -80,6 +80,8 @@ def tex_bytes(b: dict) -> bytes:
                 f"${tex_num(mean)} \\pm {tex_num(ci)}$"
             if bold and cell != "--":
                 cell = r"$\mathbf{" + cell.strip("$") + "}$"
+            if (e.get("vs_start") or {}).get("verdict") == "worse" and cell != "--":
+                cell = cell[:-1] + r"^{\dagger}$"
             row = [r"\textbf{" + tex_escape(e["method"]) + "}" if bold else tex_escape(e["method"]), str(nfe),
                    str(e["seeds"]), cell]
             if mins:
@@ -94,8 +96,8 @@ def tex_bytes(b: dict) -> bytes:
     n = b["newest"]
     caption = tex_escape(f"{task}: {primary} ({'higher' if higher.get(primary, False) else 'lower'} is better) by NFE. "
                          f"Measured: mean ± the half-width of the {CI_LEVEL:.0%} t-interval over seeds; bold: the "
-                         f"best measured mean per NFE. Reported: published numbers, not measured here, never "
-                         f"averaged with the measured ones.")
+                         f"best measured mean per NFE; †: worse than its own untrained start (paired, same seeds). "
+                         f"Reported: published numbers, not measured here, never averaged with the measured ones.")
     text = jinja2.Template(TEMPLATE, keep_trailing_newline=True, autoescape=False).render(
         newest="none (reported numbers only)" if n is None else f"{n.get('created', 'unknown')}, git "
                                                                  f"{n.get('git_sha', 'unknown')}",

@@ -81,6 +81,17 @@ def verdict_cell(b: dict, e: dict) -> str:
     return f"{hit['verdict']}{'*' if hit['close'] else ''} {sign}{md_num(hit['diff'])}"
 
 
+def start_cell(e: dict) -> str:
+    """``worse +0.0011 (ipndm)``: a learned row's paired verdict against its untrained start, or ``—``."""
+    v = e.get("vs_start")
+    if not v:
+        return "—"
+    if v["verdict"] == "n/a":
+        return f"n/a ({_plural(v['seeds'], 'common seed')}; {v['start']})"
+    sign = "+" if v["diff"] > 0 else ""
+    return f"{v['verdict']}{'*' if v['close'] else ''} {sign}{md_num(v['diff'])} ({v['start']})"
+
+
 def flags(b: dict, e: dict) -> str:
     """What a reader must know before citing a row: failed seeds, seeds without a primary value
     (warned as NaN at load), privileged knowledge, a fit whose samples equal its untrained start's,
@@ -92,6 +103,9 @@ def flags(b: dict, e: dict) -> str:
                "it never moved" if not u["tried"] else
                f"{u['identical'] - u['tried']} never moved, {u['tried']} scored others, none better")
         out.append(f"= untrained start ({u['start']}) in {u['identical']} of {u['checked']} seeds ({why})")
+    v = e.get("vs_start")
+    if v and v["verdict"] == "worse":
+        out.append(f"worse than its untrained start ({v['start']})")
     if e["failed"]:
         out.append(f"{e['failed']} failed")
     if e.get("unscored"):
@@ -134,10 +148,13 @@ def page(b: dict) -> bytes:
                  f"better). Mean ± the half-width of the 95% t-interval over seeds. *vs reference*: the paired "
                  f"verdict against the best classic solver at the budget (better or worse only when the paired "
                  f"95% t-interval excludes 0; `*` a close verdict, p between 0.01 and 0.10) and the mean paired "
-                 f"difference. Bold: the best mean at each budget, a ranking, not a claim. *fit*: the denoiser "
+                 f"difference. *vs start*: a learned row's paired verdict against its own untrained start's row (the "
+                 f"sampler its fit starts from, on the same seeds and initial noise), the mean paired difference and "
+                 f"the start. Bold: the best mean at each budget, a ranking, not a claim. *fit*: the denoiser "
                  f"evaluations and time of one fit (mean over seeds). *flags*: a learned row whose samples equal "
                  f"its untrained start's (the fit never moved, or it scored other samplers and none was better "
-                 f"on the tuning split: the start is what it found best), failed seeds, privileged knowledge, another "
+                 f"on the tuning split: the start is what it found best), a row worse than its untrained start, failed "
+                 f"seeds, privileged knowledge, another "
                  f"denoiser, a noise floor"
                  + ("; *your run*: a row of your results, beside the published ones" if b.get("yours") else "") + "."
                  + (" EDM's protocol, the minimum over seed sets, is the column *min over seeds*." if mins else ""))
@@ -162,7 +179,7 @@ def page(b: dict) -> bytes:
     best = {(row["method"], row["nfe"]) for rs in b["best"].values() for row in rs}
     header = ["method", "NFE", "seeds", f"{primary} {arrow(higher, primary)}"] \
         + ([f"min over seeds {arrow(higher, primary)}"] if mins else []) \
-        + ["vs reference", "fit", "flags", "protocol"]
+        + ["vs reference", "vs start", "fit", "flags", "protocol"]
     body = []
     for e in measured:
         bold = (e["method"], e["nfe"]) in best
@@ -171,10 +188,10 @@ def page(b: dict) -> bytes:
         body.append([f"**{md_text(e['method'])}**" if bold else md_text(e["method"]), str(e["nfe"]), str(e["seeds"]),
                      f"**{cell}**" if bold and cell != "—" else cell]
                     + ([md_num(e["min"].get(primary))] if mins else [])
-                    + [verdict_cell(b, e), _cost(e), flags(b, e), row_protocol(e)])
+                    + [verdict_cell(b, e), start_cell(e), _cost(e), flags(b, e), row_protocol(e)])
     if body:
         lines.append(pipe_table(header, body, ["left", "right", "right", "right"] + (["right"] if mins else [])
-                                + ["left", "right", "left", "left"]))
+                                + ["left", "left", "right", "left", "left"]))
     else:
         lines.append("No measured results.")
     lines += ["", f"Also as [CSV]({task}.csv), [JSON]({task}.json) and [LaTeX]({task}.tex) (booktabs).", "",
@@ -291,6 +308,7 @@ def index(boards: list[dict], formats: tuple[str, ...], published: bool = False,
         lines += ["**Stale:** " + "; ".join(f"{b['task']}: {_plural(_stale_count(b['code']), 'result')} made by other "
                                             f"code than this checkout's" for b in stale) + f" ({STALE_NOTE}).", ""]
     lines += verdict_summary(boards)
+    lines += start_summary(boards)
     for b in boards:
         task, primary, higher = b["task"], b["primary"], b["higher"]
         lines += [f"## {task}", ""]
@@ -346,6 +364,33 @@ def verdict_summary(boards: list[dict]) -> list[str]:
             "(protocol v2's interval; at 3-5 seeds it covers 70-85%, so it calls more differences).", "",
             pipe_table(["task", "verdicts", "better", "worse", "tie", "close", "differ from bootstrap"], rows,
                        ["left"] + ["right"] * 6), ""]
+
+
+def start_summary(boards: list[dict]) -> list[str]:
+    """Per learned method label, across tasks and budgets: how many of its rows are better, tie or
+    worse than their own untrained start (paired, same seeds), and where it is worse."""
+    counts: dict[str, dict] = {}
+    for b in boards:
+        for row in b["rows"]:
+            v = row.get("vs_start")
+            if not v or v["verdict"] == "n/a":
+                continue
+            c = counts.setdefault(row["method"], dict(start=set(), better=0, tie=0, worse=0, where=[]))
+            c["start"].add(v["start"])
+            c[v["verdict"]] += 1
+            if v["verdict"] == "worse":
+                c["where"].append(f"{b['task']} {row['nfe']}")
+    if not counts:
+        return []
+    rows = [[md_text(label), ", ".join(sorted(c["start"])), str(c["better"]), str(c["tie"]), str(c["worse"]),
+             ", ".join(c["where"]) or "—"] for label, c in sorted(counts.items())]
+    total = [sum(c[k] for c in counts.values()) for k in ("better", "tie", "worse")]
+    rows.append(["all", "", *map(str, total), ""])
+    return ["## Against their own start", "", "Each learned row against its own untrained start's row (the sampler "
+            "its fit starts from, on the same seeds and initial noise): better / worse by the 95% paired t-interval, "
+            "else tie; each task page has the differences (*vs start*).", "",
+            pipe_table(["method", "start", "better", "tie", "worse", "worse at (task NFE)"], rows,
+                       ["left", "left", "right", "right", "right", "left"]), ""]
 
 
 def _coverage_count(b: dict) -> str:
