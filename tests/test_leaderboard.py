@@ -744,3 +744,33 @@ def test_a_learned_row_is_judged_against_its_own_untrained_start(tmp_path):
     assert next(m for m in js["measured"] if m["method"] == "gits")["vs_start"]["verdict"] == "better"
     index = "\n".join(markdown.start_summary([b]))
     assert "| gits" in index and "gmm8 10" in index
+
+
+def test_verdicts_within_the_metrics_floor_and_undetermined_three_seed_ties(tmp_path):
+    """The floor is the standard deviation over seeds of the metric on true samples (the oracle's
+    row); a significant difference smaller than it is marked 'within floor' and never heads the
+    index; a 3-seed tie whose seeds all point one way reads 'undetermined (3 seeds)'."""
+    import statistics
+
+    from bench.report import board, markdown
+    oracle = [0.010, 0.014, 0.012, 0.016, 0.011]
+    ipndm = [0.030, 0.031, 0.032, 0.033, 0.034]
+    near = [v - 0.002 + 0.0001 * k for k, v in enumerate(ipndm)]  # better by 0.0018 < the floor 0.0024
+    for seed in range(5):
+        write(tmp_path, dict(result("oracle", 10, seed, oracle[seed]), nfe=0.0))  # true samples: no evaluation
+        write(tmp_path, result("ipndm", 10, seed, ipndm[seed]))
+        write(tmp_path, result("ld3", 10, seed, near[seed]))
+    for seed, v in enumerate([0.0299, 0.0308, 0.03195]):  # every seed below ipndm's, interval spans 0
+        write(tmp_path, result("slow3", 10, seed, v))
+    results, _ = board.load(tmp_path / "gmm8")
+    b = board.make("gmm8", results, [], [tmp_path])
+    assert b["floors"][10] == pytest.approx(statistics.stdev(oracle))
+    t = b["paired"].set_index("label")
+    assert t.loc["ld3", "verdict"] == "better" and bool(t.loc["ld3", "within_floor"])
+    assert t.loc["slow3", "verdict"] == "tie" and bool(t.loc["slow3", "undetermined"])
+    assert not t.loc["ld3", "undetermined"] and not t.loc["slow3", "within_floor"]
+    page = markdown.page(b).decode()
+    assert "better, within floor" in page and "undetermined (3 seeds)" in page
+    best, note = markdown.headline(b, 10)
+    assert b["best"][10][0]["method"] == "ld3"  # the best mean, bold on the page
+    assert [r["method"] for r in best] == ["ipndm"] and "lowest mean: ld3 (better, within floor" in note

@@ -327,6 +327,19 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
     return rows
 
 
+def floors(frame) -> dict:
+    """NFE budget -> the primary metric's floor: the standard deviation over seeds of its value on
+    true samples (the ``floor`` family's rows, e.g. ``oracle``), what two sets of true samples differ
+    by; at a budget without such a row, the median of the other budgets' floors. Empty for a task
+    without true samples."""
+    rows = frame[frame["family"] == "floor"]
+    per = {int(nfe): float(g["value"].std(ddof=1)) for nfe, g in rows.groupby("nfe") if len(g) >= 2}
+    if not per:
+        return {}
+    fallback = float(np.median(list(per.values())))
+    return {int(nfe): per.get(int(nfe), fallback) for nfe in sorted(set(frame["nfe"]))}
+
+
 def start_labels(ok: list[dict]) -> dict:
     """Label of a learned row -> the label of its untrained start's row on the same board: the row
     of the start's method (``untrained.method`` of its results) whose every result agrees with the
@@ -357,15 +370,20 @@ def start_labels(ok: list[dict]) -> dict:
     return out
 
 
-def _against_start(rows: list[dict], ok: list[dict], frame, higher_is_better: bool) -> None:
+def _against_start(rows: list[dict], ok: list[dict], frame, higher_is_better: bool, floor: dict) -> None:
     """``vs_start`` of each learned row: its paired comparison with its untrained start's row at the
-    same budget (same seeds, same initial noise; ``paired.pair``), None where the start has no row."""
+    same budget (same seeds, same initial noise; ``paired.pair``), marked within the metric's floor
+    as the verdicts against the reference are; None where the start has no row."""
     starts = start_labels(ok)
     for row in rows:
         start = starts.get(row["method"])
         mine, theirs = (paired._values(frame, row["nfe"], lab) for lab in (row["method"], start))
-        row["vs_start"] = (dict(start=start, **paired.pair(mine, theirs, higher_is_better))
-                           if start is not None and not mine.empty and not theirs.empty else None)
+        if start is None or mine.empty or theirs.empty:
+            row["vs_start"] = None
+            continue
+        stats = paired.pair(mine, theirs, higher_is_better)
+        row["vs_start"] = dict(start=start, **stats, within_floor=paired.within_floor(
+            stats["verdict"], stats["diff"], float(floor.get(row["nfe"], math.nan))))
 
 
 def _untrained(rs: list[dict]) -> dict | None:
@@ -518,8 +536,9 @@ def make(name: str, measured: list[dict], reported: list[dict], roots: list[Path
     own = own_denoiser(name)
     rows = _rows(ok, failed, metrics, primary, aggregate, roots, own)
     frame = primary_frame(ok, primary, own)
-    comparisons = paired.compare(frame, higher.get(primary, False))
-    _against_start(rows, ok, frame, higher.get(primary, False))
+    floor = floors(frame)
+    comparisons = paired.compare(frame, higher.get(primary, False), floor)
+    _against_start(rows, ok, frame, higher.get(primary, False), floor)
     fit_curves = {(row_label(r), int(r["nfe_budget"]), int(r["seed"])): r["fit_curve"] for r in ok
                   if isinstance(r.get("fit_curve"), list) and r["fit_curve"]}
     families = {row_label(r): family_of(r["method"]) for r in ok}
@@ -559,7 +578,7 @@ def make(name: str, measured: list[dict], reported: list[dict], roots: list[Path
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
                 code=code_status(behind), core_hours=sum(recorded_seconds(r) for r in behind) / 3600,
-                failed=failed, differ=differ, best=_best(rows, primary, higher),
+                failed=failed, differ=differ, best=_best(rows, primary, higher), floors=floor,
                 best_reported=_best_reported(reported, primary, higher), samples=None)
 
 

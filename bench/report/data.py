@@ -31,7 +31,8 @@ def _start_cells(v) -> list[str]:
     if not v:
         return [""] * 5
     return [v["start"], _csv_num(v["diff"]), _csv_num(v["diff_low"]), _csv_num(v["diff_high"]),
-            v["verdict"] + ("*" if v["close"] else "")]
+            v["verdict"] + ("*" if v["close"] else "") + (" undetermined" if v["undetermined"] else "")
+            + (" within-floor" if v["within_floor"] else "")]
 
 
 def csv_bytes(b: dict) -> bytes:
@@ -76,7 +77,8 @@ def json_bytes(b: dict) -> bytes:
             fit_nfe=_json_num(row["fit_nfe"]), fit_seconds=_json_num(row["fit_seconds"]),
             sample_seconds=_json_num(row["sample_seconds"]), overhead=_json_num(row["overhead"]), files=row["files"],
             vs_start=None if not row.get("vs_start") else {k: row["vs_start"][k] for k in (
-                "start", "seeds", "diff", "diff_low", "diff_high", "p_value", "close", "verdict")}))
+                "start", "seeds", "diff", "diff_low", "diff_high", "p_value", "close", "verdict", "undetermined",
+                "within_floor")}))
     reported = [dict(method=r["method"], nfe=r["nfe"], metric=r["metric"], value=r["value"], value_text=r["value_text"],
                      source=r["source"], protocol=r["protocol_ids"][0])
                 for r in ranked_reported(b["reported"], b["primary"], b["higher"])]

@@ -77,8 +77,20 @@ def verdict_cell(b: dict, e: dict) -> str:
         return verdict(b, e)
     if hit["verdict"] == "n/a":
         return f"n/a ({_plural(hit['seeds'], 'common seed')})"
-    sign = "+" if hit["diff"] > 0 else ""
-    return f"{hit['verdict']}{'*' if hit['close'] else ''} {sign}{md_num(hit['diff'])}"
+    return f"{verdict_word(hit)} {_signed(hit['diff'])}"
+
+
+def _signed(v: float) -> str:
+    return ("+" if v > 0 else "") + md_num(v)
+
+
+def verdict_word(hit) -> str:
+    """``better``, ``worse*`` (close), ``tie``, ``undetermined (3 seeds)`` (a tie whose every seed points
+    one way) or ``better, within floor`` (significant, smaller than the metric's floor)."""
+    if hit.get("undetermined"):
+        return f"undetermined ({hit['seeds']} seeds)"
+    word = f"{hit['verdict']}{'*' if hit['close'] else ''}"
+    return word + (", within floor" if hit.get("within_floor") else "")
 
 
 def start_cell(e: dict) -> str:
@@ -88,8 +100,7 @@ def start_cell(e: dict) -> str:
         return "—"
     if v["verdict"] == "n/a":
         return f"n/a ({_plural(v['seeds'], 'common seed')}; {v['start']})"
-    sign = "+" if v["diff"] > 0 else ""
-    return f"{v['verdict']}{'*' if v['close'] else ''} {sign}{md_num(v['diff'])} ({v['start']})"
+    return f"{verdict_word(v)} {_signed(v['diff'])} ({v['start']})"
 
 
 def flags(b: dict, e: dict) -> str:
@@ -330,16 +341,33 @@ def index(boards: list[dict], formats: tuple[str, ...], published: bool = False,
             continue
         rows = []
         for nfe in sorted(b["best"]):
-            e = b["best"][nfe][0]
+            best, note = headline(b, nfe)
+            e = best[0]
             ref = reference_of(b, nfe)
-            rows.append([str(nfe), ", ".join(md_text(r["method"]) for r in b["best"][nfe]),
+            rows.append([str(nfe), ", ".join(md_text(r["method"]) for r in best),
                          f"{md_num(e['mean'][primary])} ± {md_num(e['ci'][primary])}",
-                         "—" if ref is None else md_text(ref), verdict_cell(b, e), _cost(e), flags(b, e)])
+                         "—" if ref is None else md_text(ref), verdict_cell(b, e), _cost(e),
+                         "; ".join(x for x in (flags(b, e), note) if x)])
         lines += [pipe_table(["NFE", "best", f"{primary} {arrow(higher, primary)}", "best classic", "vs best classic",
                               "fit cost", "flags"], rows, ["right", "left", "right", "left", "left", "right", "left"]),
                   ""]
     lines += verdict_matrix(boards, "verdicts.png" if "png" in formats else None)
     return "\n".join(lines).encode()
+
+
+def headline(b: dict, nfe: int) -> tuple[list[dict], str]:
+    """The index's best rows at a budget: the best means there when they are the reference or better
+    than it beyond the metric's floor; else the reference row, with a note naming the best mean and
+    why it does not head the board (a tie, undetermined, or within the floor)."""
+    best = b["best"][nfe]
+    hit = pair_of(b, best[0])
+    if hit is None or (hit["verdict"] == "better" and not hit.get("within_floor")):
+        return best, ""
+    ref = reference_of(b, nfe)
+    row = next((r for r in b["rows"] if r["method"] == ref and r["nfe"] == nfe), None)
+    if row is None:
+        return best, ""
+    return [row], f"lowest mean: {md_text(best[0]['method'])} ({verdict_word(hit)} {_signed(hit['diff'])})"
 
 
 def verdict_summary(boards: list[dict]) -> list[str]:
@@ -348,12 +376,13 @@ def verdict_summary(boards: list[dict]) -> list[str]:
     shown = [b for b in boards if not b["paired"].empty]
     if not shown:
         return []
-    rows, total = [], dict(n=0, better=0, worse=0, tie=0, close=0, changed=0)
+    rows, total = [], dict(n=0, better=0, worse=0, tie=0, close=0, changed=0, floor=0, undetermined=0)
     for b in shown:
         t = b["paired"][b["paired"]["verdict"] != "n/a"]
         k = dict(n=len(t), better=int((t["verdict"] == "better").sum()), worse=int((t["verdict"] == "worse").sum()),
                  tie=int((t["verdict"] == "tie").sum()), close=int(t["close"].sum()),
-                 changed=int((t["verdict"] != t["boot_verdict"]).sum()))
+                 changed=int((t["verdict"] != t["boot_verdict"]).sum()), floor=int(t["within_floor"].sum()),
+                 undetermined=int(t["undetermined"].sum()))
         for key in total:
             total[key] += k[key]
         rows.append([b["task"]] + [str(k[key]) for key in total])
@@ -361,9 +390,12 @@ def verdict_summary(boards: list[dict]) -> list[str]:
     return ["## Verdicts", "", "Paired verdicts against the best classic solver at each budget: better / worse / tie "
             "by the 95% paired t-interval; *close*: p between 0.01 and 0.10 (a few more seeds could flip it); "
             "*differ from bootstrap*: verdicts the 95% percentile bootstrap over seeds would give otherwise "
-            "(protocol v2's interval; at 3-5 seeds it covers 70-85%, so it calls more differences).", "",
-            pipe_table(["task", "verdicts", "better", "worse", "tie", "close", "differ from bootstrap"], rows,
-                       ["left"] + ["right"] * 6), ""]
+            "(protocol v2's interval; at 3-5 seeds it covers 70-85%, so it calls more differences); *within "
+            "floor*: better or worse, but by less than the metric's floor (the standard deviation over seeds of the "
+            "metric on true samples, the task's oracle row; none where a task has no true samples): never the "
+            "index's headline best; *undetermined*: a tie over 3 seeds whose every seed points one way.", "",
+            pipe_table(["task", "verdicts", "better", "worse", "tie", "close", "differ from bootstrap",
+                        "within floor", "undetermined"], rows, ["left"] + ["right"] * 8), ""]
 
 
 def start_summary(boards: list[dict]) -> list[str]:

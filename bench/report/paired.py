@@ -29,6 +29,9 @@ CONFIDENCE = 0.95
 CLOSE = (0.01, 0.10)  # p-values between these: the 90% and 99% intervals disagree
 RESAMPLES = 10_000
 MIN_SEEDS = 3
+# a tie over this many seeds or fewer whose every seed points one way is "undetermined": the
+# t-interval at 3 seeds is wide (t = 4.3), and the 3 signs alone say more seeds would decide it
+UNDETERMINED_SEEDS = 3
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -114,15 +117,25 @@ def pair(mine: pd.Series, theirs: pd.Series, higher_is_better: bool) -> dict:
     lo, hi = t_interval(diff) if enough else (math.nan, math.nan)
     blo, bhi = bootstrap_interval(diff) if enough else (math.nan, math.nan)
     p = t_pvalue(diff) if enough else math.nan
+    verdict = verdict_of(lo, hi, higher_is_better)
+    one_way = bool(len(diff)) and (bool(np.all(diff > 0)) or bool(np.all(diff < 0)))
     return dict(seeds=len(common), diff=float(diff.mean()) if len(common) else math.nan, diff_low=lo, diff_high=hi,
                 p_value=p, close=bool(enough and CLOSE[0] <= p <= CLOSE[1]), boot_low=blo, boot_high=bhi,
                 boot_verdict=verdict_of(blo, bhi, higher_is_better),
                 p_improve=probability_of_improvement(mine, theirs, higher_is_better)
-                if len(common) else math.nan, verdict=verdict_of(lo, hi, higher_is_better))
+                if len(common) else math.nan, verdict=verdict,
+                undetermined=bool(enough and verdict == "tie" and one_way and len(common) <= UNDETERMINED_SEEDS))
 
 
 COLUMNS = ["nfe", "label", "reference", "seeds", "diff", "diff_low", "diff_high", "p_value", "close", "boot_low",
-           "boot_high", "boot_verdict", "p_improve", "verdict"]
+           "boot_high", "boot_verdict", "p_improve", "verdict", "undetermined", "floor", "within_floor"]
+
+
+def within_floor(verdict: str, diff: float, floor: float) -> bool:
+    """A decisive verdict (better or worse) whose mean paired difference is smaller than the metric's
+    measured floor (``board.floors``: the seed-to-seed standard deviation of the metric on true
+    samples): significant, but below what the metric resolves between two sets of true samples."""
+    return verdict in ("better", "worse") and not math.isnan(floor) and abs(diff) < floor
 
 
 def _by_noise(g: pd.DataFrame) -> pd.Series:
@@ -135,17 +148,20 @@ def _values(frame: pd.DataFrame, nfe, label) -> pd.Series:
     return _by_noise(frame[(frame["nfe"] == nfe) & (frame["label"] == label)])
 
 
-def compare(frame: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+def compare(frame: pd.DataFrame, higher_is_better: bool, floors: dict | None = None) -> pd.DataFrame:
     """``frame``: one row per (label, family, nfe, seed, value[, own]) of the primary metric. Returns one
-    row per (nfe, label) other than the reference: the paired statistics above."""
+    row per (nfe, label) other than the reference: the paired statistics above, and against
+    ``floors`` (NFE budget -> the metric's floor) whether a decisive verdict is within it."""
     refs = reference_rows(frame, higher_is_better)
     rows = []
     for (nfe, label), g in frame.groupby(["nfe", "label"], sort=True):
         ref = refs.get(int(nfe))
         if ref is None or label == ref or g["family"].iloc[0] == "floor":
             continue
-        rows.append(dict(nfe=int(nfe), label=label, reference=ref,
-                         **pair(_by_noise(g), _values(frame, nfe, ref), higher_is_better)))
+        stats = pair(_by_noise(g), _values(frame, nfe, ref), higher_is_better)
+        floor = float((floors or {}).get(int(nfe), math.nan))
+        rows.append(dict(nfe=int(nfe), label=label, reference=ref, **stats, floor=floor,
+                         within_floor=within_floor(stats["verdict"], stats["diff"], floor)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -160,7 +176,7 @@ def against(frame: pd.DataFrame, label: str, higher_is_better: bool, others=None
         if mine.empty:
             continue
         rows.append(dict(nfe=int(nfe), label=label, reference=other,
-                         **pair(mine, _by_noise(g), higher_is_better)))
+                         **pair(mine, _by_noise(g), higher_is_better), floor=math.nan, within_floor=False))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
