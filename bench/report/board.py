@@ -745,7 +745,8 @@ def verdict_cells(boards: list[dict]) -> tuple[list[dict], list[tuple[str, int]]
     """Every row's paired verdict against its budget's reference, task by task, for the index's
     table and picture: the boards that have comparisons, the (label, NFE) rows in family order
     (classic first), and ``cells[(label, nfe)][task]``, either ``"reference"`` or the comparison
-    (``verdict``, ``close``, ``diff``, ``seeds`` and ``fewer``: fewer seeds than the task's most)."""
+    (``verdict``, ``close``, ``diff``, ``seeds``, ``fewer``: fewer seeds than the task's most, and the
+    flags ``within_floor``, ``undetermined`` and ``same_start``: seeds equal to the untrained start)."""
     from bench.method import FAMILIES
     shown = [b for b in boards if not b["paired"].empty]
     cells: dict[tuple[str, int], dict] = {}
@@ -753,10 +754,14 @@ def verdict_cells(boards: list[dict]) -> tuple[list[dict], list[tuple[str, int]]
     for b in shown:
         t = b["paired"]
         most = int(t["seeds"].max())
+        start = {(row["method"], row["nfe"]): row.get("untrained") for row in b.get("rows", [])}
         for r in t.itertuples(index=False):
+            u = start.get((r.label, int(r.nfe)))
             cells.setdefault((r.label, int(r.nfe)), {})[b["task"]] = dict(
                 verdict=r.verdict, close=bool(r.close), diff=float(r.diff), seeds=int(r.seeds),
-                fewer=int(r.seeds) < most)
+                fewer=int(r.seeds) < most, within_floor=bool(getattr(r, "within_floor", False)),
+                undetermined=bool(getattr(r, "undetermined", False)),
+                same_start=f"{u['identical']}/{u['checked']}" if u and u["identical"] else None)
         for nfe, ref in sorted(set(zip(t["nfe"], t["reference"]))):
             cells.setdefault((ref, int(nfe)), {})[b["task"]] = "reference"
         families.update(b["families"])

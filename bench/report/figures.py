@@ -264,8 +264,11 @@ def verdict_figure(boards: list[dict]):
     for i, k in enumerate(keys):
         for j, t in enumerate(tasks):
             c = cells[k].get(t)
-            if isinstance(c, dict) and c["fewer"]:
-                ax.text(j, i, f"{c['seeds']} seeds", ha="center", va="center", fontsize=6)
+            if isinstance(c, dict):
+                marks = ([f"{c['seeds']} seeds"] if c["fewer"] else []) + (["floor"] if c["within_floor"] else []) \
+                    + (["undet."] if c["undetermined"] else []) + ([f"={c['same_start']}"] if c["same_start"] else [])
+                if marks:
+                    ax.text(j, i, " ".join(marks), ha="center", va="center", fontsize=5.5)
     for i in range(1, len(keys)):  # a rule between methods
         if keys[i][0] != keys[i - 1][0]:
             ax.axhline(i - 0.5, color="black", linewidth=0.6)
@@ -280,7 +283,9 @@ def verdict_figure(boards: list[dict]):
     ax.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=n) for n, c in VERDICT_KINDS],
               loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize="x-small", frameon=False)
     fig.suptitle("Paired verdict against the best classic solver at each NFE budget\n"
-                 "(95% paired t-interval over seeds; close: p between 0.01 and 0.10)", fontsize="small",
+                 "(95% paired t-interval over seeds; close: p between 0.01 and 0.10; in a cell: floor = within the "
+                 "metric's floor,\nundet. = a 3-seed tie all one way, =k/n = the untrained start's samples in k of n "
+                 "seeds)", fontsize="small",
                  y=1 - 0.15 / height, va="top")
     return fig
 

@@ -442,16 +442,18 @@ def verdict_matrix(boards: list[dict], picture: str | None = None) -> list[str]:
     def text(c) -> str:
         if c is None or c == "reference":
             return c or "—"
-        said = "n/a" if c["verdict"] == "n/a" else \
-            f"{c['verdict']}{'*' if c['close'] else ''} {'+' if c['diff'] > 0 else ''}{md_num(c['diff'])}"
-        return said + (f" ({c['seeds']} seeds)" if c["fewer"] else "")
+        said = "n/a" if c["verdict"] == "n/a" else f"{verdict_word(c)} {_signed(c['diff'])}"
+        return said + (f" ({c['seeds']} seeds)" if c["fewer"] and not c["undetermined"] else "") \
+            + (f" (= start in {c['same_start']} seeds)" if c["same_start"] else "")
     lines = ["## Verdicts across tasks", "",
              "Each row against the reference row of its task at its NFE budget (the best classic solver there on "
              "the task's own denoiser), "
              "paired over seeds on the task's primary metric: *better* or *worse* only when the paired 95% "
              "t-interval excludes 0 (`*`: close, p between 0.01 and 0.10), with the mean paired difference "
              "(negative is better for a metric to be lowered); the seed count where a row has fewer seeds than "
-             "the task's others; — where the row was not run. Each task's page has the intervals.", ""]
+             "the task's others; — where the row was not run; the flags of the task pages: *within floor*, "
+             "*undetermined* (a 3-seed tie whose seeds all point one way) and *= start* (a learned row whose samples "
+             "equal its untrained start's in that many seeds). Each task's page has the intervals.", ""]
     if picture:
         lines += [f"![every verdict across tasks]({picture})", ""]
     rows = [[md_text(label), str(nfe)] + [text(cells[label, nfe].get(t)) for t in tasks] for label, nfe in keys]
