@@ -128,6 +128,9 @@ class Method:
     needs: tuple = ()
     # version of the fit procedure: bump it and cached artifacts are recomputed
     fit_version: int = 1
+    # whether sampling is a deterministic map of the initial noise (no noise drawn on the way): such a
+    # sampler's results carry ``ode_error``, its distance to the ODE's solution (bench.engine.ode_reference)
+    deterministic: bool = False
     has_fit: bool = False
 
     def __init__(self, task=None, **config):
@@ -233,6 +236,7 @@ class SolverMethod(Method):
     takes it)."""
     family = "classic"
     solver: str = "heun"
+    deterministic = True  # a subclass that churns or draws ancestral noise says False
     settings: tuple = ()  # config keys passed to the solver
     choices = dict(schedule=sampling.SCHEDULES, final=FINALS)
 

@@ -27,6 +27,7 @@ class ScheduleMethod(Method):
     checks and samples. ``solver`` picks the solver that runs the learned schedule."""
     family = "learned schedule"
     has_fit = True
+    deterministic = True
     defaults = dict(solver="ipndm")
     choices = dict(solver=tuple(SOLVER_SPECS))
 

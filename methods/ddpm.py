@@ -51,6 +51,7 @@ def ddpm_sample(denoiser, x, sigmas, *, class_labels=None, noise=None):
 @register_method("ddpm")
 class DDPM(SolverMethod):
     description = "DDPM ancestral sampler (posterior steps) on DDPM's VP time grid; NFE N"
+    deterministic = False  # draws noise while it samples
     solver = "euler"  # the budget arithmetic: one evaluation per step
     defaults = dict()
 

@@ -35,6 +35,7 @@ class DiscriminatorGuidance(Method):
     family = "learned dynamics"
     needs = ("tuning",)
     has_fit = True
+    deterministic = True  # Heun with the discriminator's correction: no noise drawn
     defaults = dict(rho=7.0, weight=2.0, weight_2nd=0.0, time_min=0.01, time_max=1.0, train_samples=5000,
                     disc_steps=1500, disc_batch=512, disc_lr=1e-3, disc_width=128, disc_seed=0)
 

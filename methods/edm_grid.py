@@ -81,6 +81,11 @@ class EDMGrid(SolverMethod):
     def solver_settings(self):
         return dict(self.chosen)
 
+    @property
+    def deterministic(self) -> bool:
+        """Plain Heun when the search kept no churn: then it draws no noise."""
+        return not getattr(self, "chosen", {}).get("s_churn", 1.0)
+
     def describe_budget(self, nfe_budget):
         out = super().describe_budget(nfe_budget)
         if getattr(self, "chosen", None):

@@ -12,6 +12,7 @@ from bench.registry import register_method
 @register_method("edm-sde")
 class EDMSDE(SolverMethod):
     description = "EDM stochastic Heun (churn) at EDM's published settings; NFE 2N-1"
+    deterministic = False  # draws noise while it samples
     solver = "heun"
     settings = ("s_churn", "s_tmin", "s_tmax", "s_noise")
     defaults = dict(rho=7.0, s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)

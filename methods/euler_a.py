@@ -32,6 +32,7 @@ def euler_ancestral(denoiser, x, sigmas, *, class_labels=None, noise=None, eta=1
 @register_method("euler-a")
 class EulerAncestral(SolverMethod):
     description = "Euler ancestral with eta (k-diffusion), rho=7 schedule; eta 0 is Euler; NFE N"
+    deterministic = False  # draws noise while it samples
     solver = "euler"  # the budget arithmetic: one evaluation per step
     defaults = dict(rho=7.0, eta=1.0)
 

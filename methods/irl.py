@@ -491,7 +491,6 @@ class IRLSampler(Method):
         self.validate(den, ctx.nfe_budget)
         real, _ = ctx.tuning(c["tune_samples"])
         real = real.float()
-        score_of = ctx.scorer()
         self.policy = self._new_policy(ctx.nfe_budget)
         value = Value(N_FEATURES, c["width"])
         disc = disc_lib.for_shape(den.shape, den.sigma_data, width=c["disc_width"])

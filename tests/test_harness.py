@@ -49,7 +49,7 @@ def test_result_file_fields_and_measured_nfe(tmp_path):
     # Heun with 5 steps: 2*5-1 = 9 evaluations per sample, counted from real calls
     assert on_disk["nfe"] == 9 and on_disk["budget_config"]["steps"] == 5
     assert on_disk["status"] == "ok" and set(on_disk["metrics"]) == {"w2", "sw2", "mmd", "kl", "precision", "recall",
-                                                                   "modes"}
+                                                                   "modes", "ode_error"}  # Heun: deterministic
 
 
 @pytest.mark.parametrize("method,budget,expected", [("euler", 7, 7), ("dpmpp-2m", 7, 7), ("ipndm", 7, 7),

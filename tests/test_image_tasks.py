@@ -478,12 +478,14 @@ def test_missing_reference_stats_fail_before_sampling(offline, checkpoints, tmp_
 
 def test_cifar10_end_to_end_with_local_files(offline, checkpoints, ref_stats, tiny_fe, tmp_path):
     results = bench.run("edm", "cifar10", nfe=5, seeds=[0], samples=64, out=tmp_path / "out", progress=False,
+                        ode_error=False,  # a 766-NFE reference solve of this network: tests/test_ode_error.py
                         cache=tmp_path / "artifacts",
                         task_options=dict(checkpoint=str(checkpoints["uncond"]), ref_stats=str(ref_stats),
                                           feature_extractor=TINY_FE))
     (r,) = results
     assert r["status"] == "ok", r.get("error")
     assert set(r["metrics"]) == {"fid", "is"} and math.isfinite(r["metrics"]["fid"]) and r["metrics"]["fid"] > 0
+    assert r["ode_error"]["value"] is None and "not measured" in r["ode_error"]["reason"]
     assert r["nfe"] == 5 and r["n_samples"] == 64 and r["task"] == "cifar10"
     on_disk = json.loads(Path(r["path"]).read_text())
     assert on_disk["metrics"]["fid"] == r["metrics"]["fid"]
@@ -500,6 +502,7 @@ def test_cifar10_cond_with_data_kid_precision_recall_and_tuning(offline, checkpo
     opts = dict(checkpoint=str(checkpoints["cond"]), ref_stats=str(ref_stats), data=str(tmp_path),
                 feature_extractor=TINY_FE)
     (r,) = bench.run("edm", "cifar10-cond", nfe=5, seeds=[1], samples=32, out=tmp_path / "out", progress=False,
+                     ode_error=False,
                      cache=tmp_path / "artifacts", task_options=opts)
     assert r["status"] == "ok", r.get("error")
     assert set(r["metrics"]) == {"fid", "kid", "precision", "recall", "is"}

@@ -774,3 +774,12 @@ def test_verdicts_within_the_metrics_floor_and_undetermined_three_seed_ties(tmp_
     best, note = markdown.headline(b, 10)
     assert b["best"][10][0]["method"] == "ld3"  # the best mean, bold on the page
     assert [r["method"] for r in best] == ["ipndm"] and "lowest mean: ld3 (better, within floor" in note
+
+
+def test_core_hours_are_the_recorded_cpu_time_with_a_reused_fits_own():
+    from bench.report import board
+    r = dict(result("ld3", 10, 0, 0.1), cpu_seconds=30.0, wall_seconds=90.0,
+             fit_cost=dict(nfe=0, seconds=0.0, reused=True, artifact=dict(nfe=500, seconds=50.0, cpu_seconds=40.0)))
+    assert board.recorded_cpu_seconds(r) == 70.0  # the job's CPU time and the cached fit's, never wall time
+    old = result("ld3", 10, 1, 0.1)  # written before CPU time was recorded: its wall times
+    assert board.recorded_cpu_seconds(old) == board.recorded_seconds(old) == 0.25

@@ -92,7 +92,7 @@ def test_dg_caches_its_discriminator_and_counts_aux_evals(tmp_path):
     first = bench.run("dg", "gmm8", **kw)[0]
     second = bench.run("dg", "gmm8", resume=False, **kw)[0]  # the fit is reused, the results redone
     assert first["fit_cost"]["nfe"] == 300 * 7 and not first["fit_cost"]["reused"]
-    assert second["fit_cost"] == dict(first["fit_cost"], nfe=0, seconds=0.0, reused=True)
+    assert second["fit_cost"] == dict(first["fit_cost"], nfe=0, seconds=0.0, cpu_seconds=0.0, reused=True)
     assert first["metrics"] == second["metrics"]
     # Heun with 4 steps: every Euler part at sigma inside the window gets one discriminator gradient
     window = first["budget_config"]["sigma_window"]

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.engine import dist
+from bench.engine import dist, ode_reference
+from bench.engine.draw import generate  # noqa: F401  (bench.generate)
 from bench.engine.artifacts import ArtifactStore, key_hash
 from bench.denoiser import CountingDenoiser
 from bench.engine.io import atomic_write_bytes, check_writable, json_ready
 from bench.method import BudgetError
-from bench.noise import Noise
 from bench.registry import method_class, task_class
 from bench.engine.results import (PUBLISHED_RESULTS, SCHEMA, check_label, code_version, config_hash, git_sha, now,
                                   read_result, result_path, versions, write_result)
@@ -67,24 +67,6 @@ def get_task(name: str, **options) -> Task:
 def get_method(name: str, task: Task | None = None, **config):
     """A method instance, with the task's preset (if any) under the given settings."""
     return method_class(name)(task=task, **config)
-
-
-def generate(sample_fn, task, denoiser, n: int, seed: int, *, nfe_budget: int, device="cpu",
-             batch_size: int = 10_000, indices=None):
-    """Draw samples ``indices`` (default 0..n-1) of run ``seed``: each starts from its
-    own stream ``Noise(seed, i)``. Returns (x float32 on the CPU, labels or None)."""
-    indices = torch.arange(n) if indices is None else indices
-    xs, ls = [], []
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
-        noise = Noise(seed, chunk, device=device)
-        x = noise.randn(denoiser.shape, dtype=torch.float64) * denoiser.sigma_max
-        labels = task.class_labels(seed, chunk, device)
-        out = sample_fn(denoiser, x, nfe_budget=nfe_budget, class_labels=labels, noise=noise)
-        xs.append(out.detach().to(torch.float32).cpu())
-        ls.append(None if labels is None else labels.cpu())
-    x = torch.cat(xs) if xs else torch.empty(0, *denoiser.shape)
-    return x, (None if not ls or ls[0] is None else torch.cat(ls))
 
 
 FIT_STREAMS = 2**16  # sampling seeds of one fit: FIT_SEED + eval_seed * FIT_STREAMS + offset
@@ -222,7 +204,7 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
     cached = store.load(key)
     if cached is None and rank == 0:
         denoiser.reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ctx = FitContext(task, denoiser, nfe_budget, device, batch_size, progress, eval_seed=seed)
         # torch's global generator (network initialisations) starts from the key: the same fit every time
         with torch.random.fork_rng(devices=[]):
@@ -230,7 +212,7 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
             artifact = method.fit(ctx)
         if ctx.curve:
             artifact.meta["curve"] = ctx.curve
-        cost = dict(nfe=denoiser.rows, seconds=time.perf_counter() - t0)
+        cost = dict(nfe=denoiser.rows, seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
         store.save(key, artifact, cost)
         method.load(artifact)
         dist.barrier(world)
@@ -241,7 +223,7 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
         cached = store.load(key)
     artifact, cost = cached
     method.load(artifact)
-    return dict(nfe=0, seconds=0.0, reused=True, artifact=cost, artifact_path=str(store.path(key)),
+    return dict(nfe=0, seconds=0.0, cpu_seconds=0.0, reused=True, artifact=cost, artifact_path=str(store.path(key)),
                 curve=artifact.meta.get("curve"))
 
 
@@ -249,7 +231,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
         out="results", device: str = "cpu", save_samples: bool = False, denoiser: str | None = None,
         config: dict | None = None, label: str | None = None, batch_size: int | None = None,
         progress: bool = True, cache=None, task_options: dict | None = None, resume: bool = True,
-        published: bool = False, replace: bool = False) -> list[dict]:
+        published: bool = False, replace: bool = False, ode_error: bool = True) -> list[dict]:
     """Run ``method`` on ``task`` for every NFE budget and seed; returns the result dicts
     (also written under ``out``). Bad input raises before any work starts; a failure
     while sampling or scoring gives a result with status ``failed``. With ``resume``, a
@@ -260,7 +242,8 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     results are, and the replacement is said), and the published results folder is written only with
     ``published`` (the suite's). Under ``torchrun`` the samples are sharded across the
     processes and rank 0 scores, writes and returns the results; the other ranks return an
-    empty list."""
+    empty list. ``ode_error`` off skips the ODE reference (``bench.engine.ode_reference``; the
+    suite always measures it)."""
     nfe = [nfe] if isinstance(nfe, int) else list(nfe)
     seeds = [seed if seed is not None else 0] if seeds is None else list(seeds)
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
@@ -316,7 +299,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     try:
         if todo:
             _run_jobs(m, t, todo, denoiser_name, label, n, out, device, save_samples, batch_size, progress, cache,
-                      rank, world, results, written)
+                      rank, world, results, written, ode_error=ode_error)
     except KeyboardInterrupt:
         where = Path(out) / t.name / label
         raise Interrupted(f"interrupted: {len(written)} new result(s) written and {len(kept)} kept under {where}; "
@@ -456,7 +439,7 @@ def _kept(path: Path, identity: dict, quiet: bool = False) -> dict | None:
 
 
 def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, batch_size, progress, cache, rank,
-              world, results, written):
+              world, results, written, *, ode_error=True):
     net = t.denoiser(denoiser_name).to(device)
     counted = CountingDenoiser(net)
     for b in sorted({b for b, _ in jobs}):
@@ -468,8 +451,9 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
     fit_cost = None
     fit_error = None
     curve = None
+    weights = None  # the denoiser's fingerprint, for the cached ODE references
     for k, (b, s) in enumerate(bar):
-        t_job = time.perf_counter()
+        t_job, c_job = time.perf_counter(), time.process_time()
         if m.has_fit:  # every seed is an independent fit
             bar.set_postfix_str(f"fit nfe={b} seed={s}")
             fit_error = None
@@ -493,6 +477,18 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
             r["fit_curve"] = curve
         if rank == 0 and m.has_fit and r["status"] == "ok" and drawn is not None:
             r["untrained"] = _untrained_check(m, t, counted, denoiser_name, b, s, drawn[0], device, batch_size, store)
+        if rank == 0 and r["status"] == "ok" and drawn is not None and not ode_error:
+            r["ode_error"] = dict(value=None, reason="not measured (run with ode_error=False)")
+        elif rank == 0 and r["status"] == "ok" and drawn is not None:
+            if weights is None:
+                weights = fingerprint(net)
+            r["ode_error"] = ode_reference.measure(m, t, net, dict(name=denoiser_name, weights=weights), s, drawn[0],
+                                                   device, batch_size, store)
+            if r["ode_error"]["value"] is not None:
+                r["metrics"]["ode_error"] = r["ode_error"]["value"]
+        # compute as the process's CPU time (all its threads: core-seconds, whatever else shares the
+        # machine), with the wall time beside it; a reused fit's own cost stays in fit_cost.artifact
+        r["cpu_seconds"], r["wall_seconds"] = time.process_time() - c_job, time.perf_counter() - t_job
         if rank == 0:
             path = result_path(out, t.name, label, b, s)
             staged = None

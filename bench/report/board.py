@@ -198,15 +198,37 @@ def fit_of(r: dict) -> tuple:
     return src.get("nfe"), src.get("seconds")
 
 
+def recorded_cpu_seconds(r: dict) -> float:
+    """The core-seconds one result file records: the process CPU time of its job (``cpu_seconds``:
+    fit, sampling, metrics, checks) plus, where it reused a cached fit, that fit's own CPU time;
+    results written before CPU time was recorded fall back to their recorded wall times
+    (``recorded_seconds``)."""
+    cpu = num(r.get("cpu_seconds"))
+    if not math.isfinite(cpu):
+        return recorded_seconds(r)
+    cost = r.get("fit_cost") if isinstance(r.get("fit_cost"), dict) else {}
+    if cost.get("reused") and isinstance(cost.get("artifact"), dict):
+        fit = num(cost["artifact"].get("cpu_seconds"))
+        cpu += fit if math.isfinite(fit) else num(cost["artifact"].get("seconds"))
+    return cpu
+
+
 def recorded_seconds(r: dict) -> float:
     """The compute one result file records: its fit (the artifact's own cost when it reused a
-    cached one), sampling, metrics, the untrained-start check and the base solver's overhead
-    timing; each a single-threaded process in the suite, so core-seconds."""
+    cached one), sampling, metrics, the untrained-start check, the base solver's overhead timing and
+    the ODE reference (when this result solved it); each a single-threaded process in the suite, so
+    core-seconds."""
     def part(d, key):
         return d.get(key) if isinstance(d, dict) else None
     parts = [fit_of(r)[1], r.get("sample_seconds"), r.get("metric_seconds"), part(r.get("untrained"), "seconds"),
-             part(r.get("overhead"), "base_seconds")]
+             part(r.get("overhead"), "base_seconds"), part(r.get("ode_error"), "seconds")]
     return sum(v for v in map(num, parts) if math.isfinite(v))
+
+
+ODE_NOTE = ("RMS distance, over the run's first 1,000 samples, of a deterministic sampler's sample to the "
+            "probability-flow ODE's solution from the same initial noise (EDM Heun, 256 steps; its own error, about "
+            "a third of its distance to the 128-step solve, is the floor, in each result): free of sampling noise, "
+            "so it separates solvers where the distribution metric cannot; none for samplers that draw noise")
 
 
 def task_info(task: str, metrics: list[str]) -> tuple[str, dict, str, dict]:
@@ -227,6 +249,7 @@ def task_info(task: str, metrics: list[str]) -> tuple[str, dict, str, dict]:
         aggregate = "mean"
     if primary not in metrics:
         primary = metrics[0] if metrics else (primary or "")
+    notes.setdefault("ode_error", ODE_NOTE)
     return primary, higher, aggregate, notes
 
 
@@ -577,7 +600,7 @@ def make(name: str, measured: list[dict], reported: list[dict], roots: list[Path
                        if any(r.get("_published") for r in behind) else []),
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
-                code=code_status(behind), core_hours=sum(recorded_seconds(r) for r in behind) / 3600,
+                code=code_status(behind), core_hours=sum(recorded_cpu_seconds(r) for r in behind) / 3600,
                 failed=failed, differ=differ, best=_best(rows, primary, higher), floors=floor,
                 best_reported=_best_reported(reported, primary, higher), samples=None)
 

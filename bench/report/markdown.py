@@ -299,7 +299,8 @@ def index(boards: list[dict], formats: tuple[str, ...], published: bool = False,
              "Per task and NFE budget: the best measured row (mean ± 95% t-interval over seeds), its paired "
              "verdict against the best classic solver there (better or worse only when the paired 95% t-interval "
              "excludes 0; `*` close: p between 0.01 and 0.10) and what its fit cost. *core-hours*: the compute the "
-             "task's result files record (fits, sampling, metrics, checks; one core each). A learned row equal to its "
+             "task's result files record (fits, sampling, metrics, checks): their process CPU time where recorded, "
+             "else their wall time on one core (results before harness v4). A learned row equal to its "
              "untrained start in some seed is flagged. Reported (published) numbers are on each task's page, never "
              "ranked with measured ones.", ""]
     manifest = published and any("coverage" in b for b in boards)
