@@ -29,6 +29,14 @@ for _name in _SUITE:
     _mount(_name)
 
 from bench.registry import register_method, register_task  # noqa: E402
-from bench.engine.runner import generate, get_method, get_task, run  # noqa: E402
 
 __all__ = ["register_method", "register_task", "get_task", "get_method", "run", "generate"]
+
+
+def __getattr__(name: str):
+    """``bench.run`` and the engine's other entry points, imported on first use: ``import bench``
+    (and so ``python -m bench --help``) does not import torch."""
+    if name in ("generate", "get_method", "get_task", "run"):
+        from bench.engine import runner
+        return getattr(runner, name)
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

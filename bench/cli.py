@@ -12,12 +12,11 @@ import sys
 import warnings
 from pathlib import Path
 
+# only light modules at the top: --help, list and a mistyped name answer without importing torch
 from bench.data.fetch import FetchError
+from bench.engine.ints import parse_ints
 from bench.engine.io import WriteError, check_writable
-from bench.engine.suite import parse_ints
-from bench.method import BudgetError
-from bench.registry import UnknownNameError
-from bench.task import Unsupported
+from bench.errors import BudgetError, UnknownNameError, Unsupported
 
 USER_ERRORS = (UnknownNameError, BudgetError, Unsupported, ValueError, PermissionError, FileNotFoundError,
                FileExistsError, IsADirectoryError, NotADirectoryError, FetchError, pickle.UnpicklingError, WriteError)
@@ -222,7 +221,7 @@ def main(argv=None):
     p = parser()
     a = p.parse_args(argv)
     warnings.showwarning = _show_warning
-    from bench.engine.runner import Interrupted
+    from bench.errors import Interrupted
     try:
         return _dispatch(a, p)
     except USER_ERRORS as e:
@@ -247,12 +246,17 @@ def _dispatch(a, p):
         print(method_settings(a.method))
         return 0
     if a.cmd == "list":
-        for kind, table in (("tasks", registry.tasks()), ("methods", registry.methods())):
+        for kind, lookup in (("tasks", registry.tasks), ("methods", registry.methods)):
+            known = registry.index(kind)
+            if known is None or None in known.values():  # third-party entries or computed descriptions
+                known = {name: cls.description for name, cls in lookup().items()}
             print(f"{kind}:")
-            for name, cls in table.items():
-                print(f"  {name:<16} {cls.description}")
+            for name, text in sorted(known.items()):
+                print(f"  {name:<16} {text}")
         return 0
     if a.cmd == "run":
+        registry.check_name("method", a.method)
+        registry.check_name("task", a.task)
         return _run(a)
     if a.cmd == "suite":
         return _suite(a)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 import torch
 
 from bench import sampling
+from bench.errors import BudgetError  # noqa: F401  (raised here, imported from here)
 
 
-class BudgetError(ValueError):
-    """The NFE budget cannot hold the method's cheapest configuration."""
 
 
 @dataclass

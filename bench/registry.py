@@ -14,6 +14,8 @@ import pkgutil
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from bench.errors import UnknownNameError  # noqa: F401  (raised here, imported from here)
+
 SUITE_PACKAGES = ("tasks", "methods")
 
 
@@ -29,9 +31,6 @@ _METHODS: dict[str, type] = {}
 _loaded = False
 
 
-class UnknownNameError(KeyError):
-    def __str__(self):  # KeyError quotes its message; a user wants the plain line
-        return self.args[0]
 
 
 def _register(table, kind, name, cls):
@@ -87,6 +86,43 @@ def task_class(name: str) -> type:
 
 def method_class(name: str) -> type:
     return _lookup(_METHODS, "method", name)
+
+
+def index(kind: str) -> dict[str, str | None] | None:
+    """name -> description of the suite's own ``"tasks"`` or ``"methods"``, read from their source
+    files without importing them (so ``list`` and a mistyped name answer in a fraction of a second,
+    torch unimported); a description that is not a literal string is None. None when third-party
+    entry points may register more names: then only an import can tell."""
+    import ast
+    if list(entry_points(group=f"bench.{kind}")):
+        return None
+    decorator = "register_task" if kind == "tasks" else "register_method"
+    out = {}
+    for path in sorted(suite_folder(kind).glob("[!_]*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            names = [d.args[0].value for d in node.decorator_list if isinstance(d, ast.Call) and d.args
+                     and getattr(d.func, "id", None) == decorator and isinstance(d.args[0], ast.Constant)]
+            described = [a.value for a in node.body if isinstance(a, ast.Assign)
+                         and any(getattr(t, "id", None) == "description" for t in a.targets)]
+            try:
+                text = ast.literal_eval(described[0]) if described else None
+            except ValueError:
+                text = None
+            out.update({name: text if isinstance(text, str) else None for name in names})
+    return out
+
+
+def check_name(kind: str, name: str):
+    """UnknownNameError, with its close matches, for a name no task or method has, decided from
+    ``index`` when it can (no import); a known name, or one only an import can judge, passes."""
+    import re
+    known = index(kind + "s")
+    base = re.sub(r"-v\d+$", "", str(name)) if kind == "task" else str(name)
+    if known is not None and base not in known:
+        raise UnknownNameError(f"unknown {kind} {name!r}{suggest(name, known)} (`python -m bench list` shows all "
+                               f"{kind}s)")
 
 
 def tasks() -> dict[str, type]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bench.errors import Unsupported  # noqa: F401  (raised here, imported from here)
 from bench.noise import Noise
 
 LABEL_STREAM = 7  # Noise stream of the class labels drawn for conditional sampling
 
 
-class Unsupported(RuntimeError):
-    """A task lacks what a method or a command needs (tuning data, a denoiser, ...)."""
 
 
 class MissingFiles(FileNotFoundError):

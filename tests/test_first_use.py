@@ -310,3 +310,23 @@ def test_a_long_fit_says_how_long_it_will_take(capsys, monkeypatch):
     monkeypatch.setattr(runner, "ANNOUNCE_FIT_S", 60.0)
     list(ctx.progress_iter(range(5), "toy fit"))
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("args, rc", [(["--help"], 0), (["list"], 0), (["run", "--method", "irll"], 2),
+                                      (["run", "--task", "gmm88"], 2), (["run", "--nfe", "x"], 2)])
+def test_what_needs_no_computation_never_imports_torch(args, rc):
+    """``--help``, ``list`` and a mistyped name or list answer from the sources alone (the tasks'
+    and methods' names and descriptions read without importing them): torch is never imported."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom bench.cli import main\n"
+            f"try:\n    rc = main({args!r})\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print('RC', rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == f"RC {rc} False", (out.stdout[-300:], out.stderr[-300:])
+
+
+def test_the_source_index_names_every_registered_task_and_method_with_its_description():
+    from bench import registry
+    for kind, table in (("tasks", registry.tasks()), ("methods", registry.methods())):
+        assert registry.index(kind) == {name: cls.description for name, cls in table.items()}

@@ -457,3 +457,55 @@ def test_a_suite_replaces_results_of_another_configuration_and_says_so(tmp_path,
     rc, _, err = cli(capsys, "suite", tmp_path / "s.toml", "--out", out, "--no-leaderboard")
     assert rc == 0 and "replacing 1 result(s) made under another configuration" in err
     assert json.loads((out / "gmm8" / "euler" / "nfe5_seed0.json").read_text())["n_samples"] == 64
+
+
+def test_a_fifo_or_a_device_among_the_results_is_skipped_never_read(tmp_path):
+    """A FIFO named *.json would block a reader forever and a link to /dev/zero would fill the
+    memory: only regular files of a bounded size are read, the others are skipped with a warning."""
+    import os
+    import warnings
+
+    from bench.engine.io import NotARegularFile, read_regular
+    from bench.engine.results import load_results
+    folder = tmp_path / "gmm8" / "x"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "nfe5_seed0.json")
+    (folder / "nfe6_seed0.json").symlink_to("/dev/zero")
+    (folder / "big.json").write_bytes(b" " * 2048)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert load_results(tmp_path) == []
+    said = " ".join(str(w.message) for w in seen)
+    assert "a FIFO, not a file" in said and "a device, not a file" in said
+    with pytest.raises(NotARegularFile, match="larger than"):
+        read_regular(folder / "big.json", cap=1024)
+
+
+def test_a_manifest_that_is_a_device_or_nests_too_deep_is_one_line(tmp_path, capsys):
+    from bench.cli import main
+    assert main(["suite", "/dev/zero", "--dry-run"]) == 2
+    assert "is a device, not a file" in capsys.readouterr().err
+    deep = tmp_path / "gmm8" / "x" / "nfe5_seed0.json"
+    deep.parent.mkdir(parents=True)
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    from bench.engine.results import read_result
+    assert read_result(deep) == (None, "not a result (nested too deeply)")
+
+
+def test_a_budget_beyond_the_declared_cap_is_refused_before_any_work(tmp_path, capsys):
+    from bench.cli import main
+    from bench.errors import MAX_NFE
+    assert main(["run", "--nfe", str(10**9), "--out", str(tmp_path)]) == 2
+    assert f"integers in 1..{MAX_NFE:,}" in capsys.readouterr().err
+    manifest = tmp_path / "m.toml"
+    manifest.write_text('[[run]]\nmethod = "edm"\ntask = "gmm8"\nnfe = 1000000000\n')
+    assert main(["suite", str(manifest), "--dry-run"]) == 2
+    assert "NFE budget 1000000000 out of range" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize("device", ["cpu; x", "cpux", "cuda:a", "gpu"])
+def test_a_device_that_is_not_one_is_refused_in_one_line(device, capsys):
+    from bench.cli import main
+    assert main(["run", "--device", device]) == 2
+    assert "use cpu, cuda or cuda:N" in capsys.readouterr().err

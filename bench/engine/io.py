@@ -1,4 +1,5 @@
-"""Atomic file writes: a file is either its old complete self or its new complete self."""
+"""Atomic file writes (a file is either its old complete self or its new complete self) and capped
+reads of regular files only (a FIFO, a device or a link to one never blocks or floods a reader)."""
 from __future__ import annotations
 
 import errno
@@ -14,6 +15,39 @@ class WriteError(OSError):
 
     def __str__(self):
         return str(self.strerror or "write failed")
+
+
+class NotARegularFile(ValueError):
+    """A path that is not a regular file of a readable size."""
+
+
+READ_CAP = 64 * 2**20  # bytes: a result file, a manifest or a cached record is far smaller
+
+
+def read_regular(path, cap: int = READ_CAP) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``cap`` bytes; else NotARegularFile
+    saying what it is. Opened without blocking, checked on the open descriptor (no race between the
+    check and the read), read to at most cap + 1 bytes."""
+    import stat
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+                else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise NotARegularFile(f"{path} is {kind}, not a file")
+        chunks, size = [], 0
+        while size <= cap:
+            chunk = os.read(fd, min(1 << 20, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > cap:
+            raise NotARegularFile(f"{path} is larger than {cap // 2**20} MiB")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -17,7 +17,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.engine.io import atomic_write_json
+from bench.engine.io import NotARegularFile, atomic_write_json, read_regular
 from bench.registry import SUITE_PACKAGES, suite_folder
 
 SCHEMA = 1
@@ -96,9 +96,13 @@ def read_result(path) -> tuple[dict | None, str | None]:
     """``(result, None)`` for a usable result file, ``(None, why)`` otherwise (unreadable, not
     JSON, or failing ``problem``)."""
     try:
-        r = json.loads(Path(path).read_text())
+        r = json.loads(read_regular(path))
+    except NotARegularFile as e:
+        return None, str(e).replace(f"{path} is ", "")
     except OSError as e:
         return None, f"unreadable ({e.strerror or e})"
+    except RecursionError:
+        return None, "not a result (nested too deeply)"
     except ValueError as e:
         return None, f"not valid JSON ({e})"
     why = problem(r)

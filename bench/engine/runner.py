@@ -13,15 +13,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.engine import dist, ode_reference
-from bench.engine.draw import generate  # noqa: F401  (bench.generate)
-from bench.engine.artifacts import ArtifactStore, key_hash
 from bench.denoiser import CountingDenoiser
+from bench.engine import dist, ode_reference
+from bench.engine.artifacts import ArtifactStore, key_hash
+from bench.engine.draw import generate  # noqa: F401  (bench.generate)
 from bench.engine.io import atomic_write_bytes, check_writable, json_ready
+from bench.engine.results import (
+    PUBLISHED_RESULTS,
+    SCHEMA,
+    check_label,
+    code_version,
+    config_hash,
+    git_sha,
+    now,
+    read_result,
+    result_path,
+    versions,
+    write_result,
+)
+from bench.errors import Interrupted, check_budgets
 from bench.method import BudgetError
 from bench.registry import method_class, task_class
-from bench.engine.results import (PUBLISHED_RESULTS, SCHEMA, check_label, code_version, config_hash, git_sha, now,
-                                  read_result, result_path, versions, write_result)
 from bench.task import Task, Unsupported
 
 FIT_SEED = 2**31  # fits draw from seeds >= this; evaluation seeds are the user's, below it
@@ -29,10 +41,6 @@ ANNOUNCE_FIT_S = 60.0  # a fit expected to take longer than this says so before 
 # what makes a written result the one a rerun would produce: it is then kept, not redone
 IDENTITY = ("method", "label", "method_config", "task", "task_version", "task_options", "denoiser", "nfe_budget",
             "seed", "n_samples", "code")
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run: what was kept, in one line."""
 
 
 def say(text: str):
@@ -256,6 +264,7 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     if not published and _inside(Path(out), PUBLISHED_RESULTS):
         raise ValueError(f"{out} is the published results folder, which only `python -m bench suite "
                          f"leaderboards/suite.toml` writes; choose another --out")
+    check_budgets(nfe)
     if len(nfe) * len(seeds) > MAX_JOBS:
         raise ValueError(f"{len(nfe)} NFE budgets x {len(seeds)} seeds = {len(nfe) * len(seeds):,} runs, over the "
                          f"{MAX_JOBS:,} one command may start; split them over several commands")
@@ -415,10 +424,11 @@ def check_memory(task: Task, n: int, batch_size: int):
 
 
 def check_device(device: str):
+    import re
+    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", str(device)):
+        raise ValueError(f"--device {device!r}: use cpu, cuda or cuda:N")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA GPU is visible on this machine; use --device cpu")
-    if not str(device).startswith(("cpu", "cuda")):
-        raise ValueError(f"--device {device}: use cpu or cuda")
 
 
 def _kept(path: Path, identity: dict, quiet: bool = False) -> dict | None:

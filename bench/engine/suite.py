@@ -31,7 +31,6 @@ whatever order the manifest lists its entries in.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -39,7 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.engine import runner
+from bench.engine.ints import MAX_VALUES, MalformedList, parse_ints  # noqa: F401  (the manifest's lists)
+from bench.engine.io import NotARegularFile, read_regular
 from bench.engine.results import git_sha
+from bench.errors import check_budgets
 
 
 @dataclass(frozen=True)
@@ -60,43 +62,6 @@ class Job:
 
     def group(self):
         return (self.method, self.task, self.label, self.denoiser, self.samples, self.settings, self.nfe)
-
-
-class MalformedList(ValueError, argparse.ArgumentTypeError):
-    """A malformed list of integers: a ValueError, and argparse's type error (its message shown)."""
-
-
-MAX_VALUES = 10_000  # integers one list or range may name (a typo like 0-9999999 is refused, not expanded)
-
-
-def parse_ints(text: str, what: str) -> list[int]:
-    """``"0-2"`` -> [0, 1, 2]; ``"5,10,20"`` -> [5, 10, 20]; mixtures of both (MalformedList otherwise,
-    and for more than ``MAX_VALUES`` values)."""
-    out = []
-    try:
-        for part in str(text).split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                lo, hi = int(lo), int(hi)
-                if hi < lo:
-                    raise ValueError
-                if hi - lo + 1 + len(out) > MAX_VALUES:
-                    raise MalformedList(f"{what} {text!r} names {hi - lo + 1:,} values; at most {MAX_VALUES:,} at "
-                                        f"once")
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except MalformedList:
-        raise
-    except ValueError:
-        raise MalformedList(f"malformed {what} {text!r}: use integers, commas and ascending ranges, e.g. 0-2 or "
-                            f"5,10,20") from None
-    if any(v < 0 for v in out) or not out:
-        raise MalformedList(f"malformed {what} {text!r}: values must be non-negative integers")
-    if len(out) > MAX_VALUES:
-        raise MalformedList(f"{what} {text!r} names {len(out):,} values; at most {MAX_VALUES:,} at once")
-    return out
 
 
 def _ints(value, what) -> list[int]:
@@ -144,6 +109,7 @@ def _entry(path, i, e, defaults) -> list["Job"]:
         raise ValueError(f"{where}: settings must be a table, e.g. settings = {{ iters = 0 }}")
     try:
         nfes, seeds = _ints(e["nfe"], "NFE list"), _ints(e.get("seeds", "0-4"), "seed range")
+        check_budgets(nfes)
         if e.get("label") is not None:
             check_label(e["label"])
         task = runner.get_task(e["task"])
@@ -170,11 +136,13 @@ def load(path) -> list[Job]:
     import tomllib
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_regular(path, cap=2**20).decode())
     except FileNotFoundError:
         raise FileNotFoundError(f"suite manifest {path} does not exist") from None
-    except IsADirectoryError:
-        raise IsADirectoryError(f"suite manifest {path} is a folder; name the .toml file") from None
+    except (IsADirectoryError, NotARegularFile) as e:
+        if path.is_dir():
+            raise IsADirectoryError(f"suite manifest {path} is a folder; name the .toml file") from None
+        raise ValueError(f"suite manifest {e}; name a .toml file") from None
     except UnicodeDecodeError:
         raise ValueError(f"suite manifest {path} is not a text file") from None
     except tomllib.TOMLDecodeError as e:
