@@ -305,6 +305,11 @@ def _dispatch(a, p):
         print(f"wrote {info['path']} (accuracy {json.dumps(info['accuracy'])})")
         return 0
     if a.cmd == "convert":
+        from bench.engine.io import inside
+        from bench.engine.results import PUBLISHED
+        if inside(a.out, PUBLISHED):
+            raise ValueError(f"{a.out} is inside the published leaderboards ({PUBLISHED}), which only the suite "
+                             f"writes; convert to another file")
         from bench.nets.edm.checkpoint import convert_checkpoint
         convert_checkpoint(a.checkpoint, a.out, key=a.key, force=a.force)
         print(f"wrote {a.out}")
@@ -315,7 +320,12 @@ def _dispatch(a, p):
 def _check_weights_out(out, force: bool, shipped: bool = False):
     """Before a training starts, the file it will write: a file (not a folder or a device) in a
     writable folder, replaced only with ``force`` (the shipped weights made every published result)."""
+    from bench.engine.io import inside
+    from bench.engine.results import PUBLISHED
     p = Path(out).expanduser()
+    if inside(p, PUBLISHED):
+        raise ValueError(f"--out {out} is inside the published leaderboards ({PUBLISHED}), which only the suite "
+                         f"writes; choose another --out")
     if p.is_dir():
         raise IsADirectoryError(f"--out {out} is a folder; name the .safetensors file to write")
     if p.exists() and not p.is_file():
@@ -488,13 +498,13 @@ def _output_file(path: str, flag: str, suffix: str) -> Path:
     """Where ``compare --plot`` or ``--csv`` writes, checked before any work: a ``suffix`` file in a
     writable folder (made if missing), never a folder or inside the published boards."""
     from bench.engine.results import PUBLISHED
-    from bench.report.leaderboard import _inside
+    from bench.engine.io import inside
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"{flag} {path} is a folder; name a {suffix} file in it")
     if out.suffix.lower() != suffix:
         raise ValueError(f"{flag} {path}: name a {suffix} file, e.g. {flag} compare{suffix}")
-    if _inside(out, PUBLISHED):
+    if inside(out, PUBLISHED):
         raise ValueError(f"{flag} {path} is inside the published leaderboards; write it elsewhere")
     check_writable(out.parent, f"the folder of {flag}", f"choose another {flag}")
     return out

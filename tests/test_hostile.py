@@ -509,3 +509,76 @@ def test_a_device_that_is_not_one_is_refused_in_one_line(device, capsys):
     from bench.cli import main
     assert main(["run", "--device", device]) == 2
     assert "use cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs, said", [(dict(seeds=[0, 0]), "seed 0 is named twice"),
+                                          (dict(seeds=[0.5]), "seeds are integers"),
+                                          (dict(seeds=[True]), "seeds are integers"),
+                                          (dict(nfe=[5, 5]), "NFE budget 5 is named twice")])
+def test_the_api_refuses_repeated_or_non_integer_seeds_and_budgets(tmp_path, kwargs, said):
+    import bench
+    with pytest.raises(ValueError, match=said):
+        bench.run("edm", "gmm8", **{"nfe": [5], "seeds": [0], **kwargs}, out=tmp_path, progress=False)
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_suite_workers_die_with_a_killed_suite(tmp_path):
+    """SIGKILL of the suite's process leaves its pool no chance to stop its workers: each worker asks
+    the kernel to end it with its parent (PR_SET_PDEATHSIG), so none goes on writing results."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    pidfile = tmp_path / "worker.pid"
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import concurrent.futures as cf, multiprocessing, os, time, sys\n"
+        "from bench.engine.suite import _worker_init\n"
+        "def job(path):\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('spawn')\n"
+        "    with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as p:\n"
+        f"        p.submit(job, {str(pidfile)!r}).result()\n")
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    deadline = time.time() + 60
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.time() < deadline and parent.poll() is None, "the worker never started"
+        time.sleep(0.2)
+    worker = int(pidfile.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its killed suite")
+
+
+def test_no_writer_reaches_the_published_folder_through_a_link_or_a_named_path(tmp_path, capsys):
+    """A link at OUT/TASK/LABEL into leaderboards/results, `convert X leaderboards/README.md --force`
+    and `train-denoiser --out leaderboards/...` are each refused in one line, before any work."""
+    from bench.cli import main
+    from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
+    before = {p: p.stat().st_mtime_ns for p in PUBLISHED.glob("*") if p.is_file()}
+    (tmp_path / "out" / "gmm8").mkdir(parents=True)
+    (tmp_path / "out" / "gmm8" / "edm").symlink_to(PUBLISHED_RESULTS / "gmm8" / "edm")
+    assert main(["run", "--method", "edm", "--task", "gmm8", "--nfe", "5", "--seeds", "0", "--out",
+                 str(tmp_path / "out"), "--rerun"]) == 2
+    assert "leads into the published results folder" in capsys.readouterr().err
+    ckpt = tmp_path / "net.pkl"
+    ckpt.write_bytes(b"not a checkpoint")
+    assert main(["convert", str(ckpt), str(PUBLISHED / "README.md"), "--force"]) == 2
+    assert "inside the published leaderboards" in capsys.readouterr().err
+    assert main(["train-denoiser", "--task", "gmm8", "--out", str(PUBLISHED / "w.safetensors")]) == 2
+    assert "inside the published leaderboards" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in PUBLISHED.glob("*") if p.is_file()} == before
+    assert not (PUBLISHED / "w.safetensors").exists()

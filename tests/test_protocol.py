@@ -182,6 +182,7 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     for seed, (edm, euler) in enumerate([(0.40, 0.30), (0.55, 0.35), (0.60, 0.32), (0.50, 0.31), (0.45, 0.36)]):
         write(published, result("edm", 10, seed, edm))
         write(published, result("euler", 10, seed, euler))
+        write(published, result("euler", 20, seed, euler / 2))  # a budget you did not run: kept
         write(published, dict(result("big", 10, seed, 0.2), n_samples=10_000))
         write(published, result("edm", 10, seed, 0.1, task="gmm25"))  # a task you did not run: left out
     for seed, (mine, euler) in enumerate([(0.10, 9.0), (0.20, 9.1), (0.30, 9.2)]):  # seeds 0-2 only
@@ -209,9 +210,12 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
     page = (yours / "leaderboards" / "gmm8.md").read_text().splitlines()
     marked = {line.split("|")[1].strip().strip("*") for line in page if line.startswith("|") and "your run" in line}
     assert marked == {"mine", "euler"}  # the rows of yours, not the published ones
+    assert any("your run (in place of the published 5 seeds)" in line for line in page if "| euler" in line)
     board = json.loads((yours / "leaderboards" / "gmm8.json").read_text())
     rows = {(r["method"], r["nfe"]): r for r in board["measured"]}
-    assert set(rows) == {("mine", 10), ("euler", 10), ("edm", 10), ("big", 10)}
+    # your euler at NFE 10 replaces that cell; the published euler at NFE 20 stays, never dropped
+    assert set(rows) == {("mine", 10), ("euler", 10), ("edm", 10), ("big", 10), ("euler", 20)}
+    assert rows[("euler", 20)]["seeds"] == [0, 1, 2, 3, 4]
     assert rows[("euler", 10)]["seeds"] == [0, 1, 2]
     assert rows[("euler", 10)]["metrics"]["mmd"]["mean"] == pytest.approx(9.1)
     assert rows[("edm", 10)]["seeds"] == [0, 1, 2, 3, 4]
@@ -656,3 +660,25 @@ def test_a_quote_stands_only_on_its_own_numbers_interval_and_protocol(tmp_path):
     assert unmatched_quotes(f"# x\nworse (+{d.mean():.4f} [{lo:.4f},\n  {hi:.4f}]).", tmp_path, kid_is_primary) == (1, [])
     assert bad(f"# x\n\nworse (+{d.mean():.4f}\n  [{lo:.4f}, {hi + 0.001:.4f}])") == [
         f"line 3: (+{d.mean():.4f} [{lo:.4f}, {hi + 0.001:.4f}])"]
+
+
+def test_the_code_version_ignores_comments_docstrings_and_layout_never_code(tmp_path, monkeypatch):
+    import sys
+
+    from bench.engine.results import code_version
+    mod = tmp_path / "my_doc_mod.py"
+    mod.write_text('"""Doc."""\nX = 1  # one\n\n\ndef f():\n    """What f does."""\n    return X\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_doc_mod  # noqa: F401
+    before = code_version("bench.tasks.toy", "my_doc_mod")
+    mod.write_text('"""Another doc,\non two lines."""\n# a comment\nX = 1\n\ndef f():\n    """Other words."""\n'
+                   '    return X   \n')
+    code_version.cache_clear()
+    assert code_version("bench.tasks.toy", "my_doc_mod") == before  # documentation and layout only
+    mod.write_text('"""Doc."""\nX = 2  # one\n\n\ndef f():\n    """What f does."""\n    return X\n')
+    code_version.cache_clear()
+    assert code_version("bench.tasks.toy", "my_doc_mod") != before  # the code
+    mod.write_text('"""Doc."""\nX = "# 1"\n\n\ndef f():\n    """What f does."""\n    return X\n')
+    code_version.cache_clear()
+    assert code_version("bench.tasks.toy", "my_doc_mod") != before  # a string is code, a '#' in it too
+    sys.modules.pop("my_doc_mod", None)

@@ -17,6 +17,13 @@ class WriteError(OSError):
         return str(self.strerror or "write failed")
 
 
+def inside(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or lies in it once every link on either is followed (a link
+    into a folder is inside it)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 class NotARegularFile(ValueError):
     """A path that is not a regular file of a readable size."""
 

@@ -156,7 +156,8 @@ def _suite_imports(path: Path, package: str) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def code_version(*modules: str) -> str:
-    """sha256 (16 hex digits) of the code that makes a result: the harness (every source file of
+    """sha256 (16 hex digits) of the code that makes a result (``code_text``: comments and docstrings
+    left out): the harness (every source file of
     bench but the reports and the command line, which only read results), the shipped weights'
     manifest, and the files of ``modules`` (the run's task and method modules) with every module
     of the suite's tasks and methods they import, transitively. A result is redone only when
@@ -188,8 +189,43 @@ def code_version(*modules: str) -> str:
         if "__pycache__" in p.parts:
             continue
         h.update(f"{p.parent.name}/{p.name}\0".encode())
-        h.update(p.read_bytes())
+        h.update(code_text(p.read_text()).encode() if p.suffix == ".py" else p.read_bytes())
     return h.hexdigest()[:16]
+
+
+def code_text(source: str) -> str:
+    """A module's code without what cannot change a result: its comments, docstrings, blank lines
+    and trailing spaces (so documentation edits leave every result current). Cut from the source
+    text at the positions ``ast`` and ``tokenize`` give, never re-rendered: the same on any Python."""
+    import ast
+    import io
+    import tokenize
+    lines = source.splitlines()
+    gone: set[int] = set()  # 0-based lines of docstrings that stand on lines of their own
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if not (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            continue
+        doc = body[0]
+        first, last = doc.lineno - 1, doc.end_lineno - 1
+        alone = not lines[first][:doc.col_offset].strip() and (len(body) == 1 or body[1].lineno - 1 > last) \
+            and not lines[last][doc.end_col_offset:].split("#")[0].strip()
+        if alone:
+            gone.update(range(first, last + 1))
+    cut = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            cut[tok.start[0] - 1] = tok.start[1]
+    kept = []
+    for i, line in enumerate(lines):
+        if i in gone:
+            continue
+        line = line[:cut[i]] if i in cut else line
+        if line.strip():
+            kept.append(line.rstrip())
+    return "\n".join(kept)
 
 
 @functools.lru_cache(maxsize=None)

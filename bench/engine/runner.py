@@ -17,7 +17,7 @@ from bench.denoiser import CountingDenoiser
 from bench.engine import dist, ode_reference
 from bench.engine.artifacts import ArtifactStore, key_hash
 from bench.engine.draw import generate  # noqa: F401  (bench.generate)
-from bench.engine.io import atomic_write_bytes, check_writable, json_ready
+from bench.engine.io import atomic_write_bytes, check_writable, inside, json_ready
 from bench.engine.results import (
     PUBLISHED_RESULTS,
     SCHEMA,
@@ -261,10 +261,17 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     if label is not None:
         check_label(label)
     check_device(device)
-    if not published and _inside(Path(out), PUBLISHED_RESULTS):
+    if not published and inside(Path(out), PUBLISHED_RESULTS):
         raise ValueError(f"{out} is the published results folder, which only `python -m bench suite "
                          f"leaderboards/suite.toml` writes; choose another --out")
     check_budgets(nfe)
+    for what, values in (("seed", seeds), ("NFE budget", nfe)):
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise ValueError(f"{what}s are integers, got {bad[0]!r}")
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"{what} {twice[0]} is named twice: each {what} runs once")
     if len(nfe) * len(seeds) > MAX_JOBS:
         raise ValueError(f"{len(nfe)} NFE budgets x {len(seeds)} seeds = {len(nfe) * len(seeds):,} runs, over the "
                          f"{MAX_JOBS:,} one command may start; split them over several commands")
@@ -280,6 +287,9 @@ def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: in
     if denoiser_name not in t.denoisers():
         raise ValueError(f"task {t.name} has no denoiser {denoiser_name!r}; choose from {', '.join(t.denoisers())}")
     label = label or _label(m, t, denoiser_name)
+    if not published and inside(Path(out) / t.name / label, PUBLISHED_RESULTS):
+        raise ValueError(f"{Path(out) / t.name / label} leads into the published results folder (a link?), which "
+                         f"only `python -m bench suite leaderboards/suite.toml` writes; choose another --out")
     rank, world = dist.init(device)
     if rank == 0:
         check_writable(Path(out) / t.name / label)
@@ -379,14 +389,6 @@ def _check_same_identity(out, task, label, jobs, identity, replace=False):
             return
         raise ValueError(f"{Path(out) / task / label} holds {len(clash)} result(s) made under another configuration "
                          f"({where}: {shown}); --rerun replaces them, or give this run its own --label or --out")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def available_memory() -> int:

@@ -225,12 +225,28 @@ def estimate_seconds(job: Job, out) -> float:
     return 60.0 if method_class(job.method)().has_fit else 10.0
 
 
-def _worker_init():
+def _worker_init(parent: int | None = None):
     import os
 
     import torch
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)  # as the published results were made: one thread per job
+    _die_with(parent)
+
+
+def _die_with(parent: int | None):
+    """A worker dies with the suite that started it, even when that was killed (SIGKILL leaves no
+    chance to stop the pool): Linux's PR_SET_PDEATHSIG; a parent already gone ends it at once."""
+    import ctypes
+    import os
+    import signal
+    import sys
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def run_suite(jobs: list[Job], out, *, progress=True, cache=None, device="cpu", say=runner.say, workers: int = 1,
@@ -270,9 +286,11 @@ def run_suite(jobs: list[Job], out, *, progress=True, cache=None, device="cpu", 
                 done(j, _run_one(j, out, cache, device, published), k)
         else:
             import concurrent.futures as cf
+            import os
             import multiprocessing
             ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                        initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_run_one, j, out, cache, device, published): j for j in todo}
                 try:
                     for k, f in enumerate(cf.as_completed(futures), 1):

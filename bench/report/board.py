@@ -103,20 +103,28 @@ def load(results) -> tuple[list[dict], list[Path]]:
 
 
 def beside_published(results) -> tuple[list[dict], list[Path]]:
-    """Your results under ``results`` and the published ones of the same tasks, as one set: a row
-    (task and label) you have results for is taken from yours whole, the published results of it
-    left out, so a row never mixes seeds of two sources. Returns what ``load`` does, the published
-    results marked ``_published``; their paths read ``leaderboards/results/...``, yours relative
-    to ``results``."""
+    """Your results under ``results`` and the published ones of the same tasks, as one set: a cell
+    (task, label, NFE budget) you have results for is taken from yours whole, the published results
+    of that cell left out, so a row never mixes seeds of two sources; the label's published cells at
+    other budgets stay. Each of your results in a cell the published set also has records how many
+    seeds it replaced (``_replaces``). Returns what ``load`` does, the published results marked
+    ``_published``; their paths read ``leaderboards/results/...``, yours relative to ``results``."""
     yours, roots = load(results)
     if not yours:
         where = ", ".join(map(str, roots))
         raise FileNotFoundError(f"no result files under {where}: nothing of yours to put beside the published "
                                 f"rows (`python -m bench run ... --out {where}` makes some)")
-    mine, tasks = {(r["task"], row_label(r)) for r in yours}, {r["task"] for r in yours}
+
+    def cell(r):
+        return r["task"], row_label(r), int(r["nfe_budget"])
+    mine, tasks = {cell(r) for r in yours}, {r["task"] for r in yours}
     theirs, _ = load(PUBLISHED_RESULTS)
-    theirs = [dict(r, _published=True) for r in theirs
-              if r["task"] in tasks and (r["task"], row_label(r)) not in mine]
+    replaced: dict[tuple, int] = {}
+    for r in theirs:
+        if cell(r) in mine and r.get("status") == "ok":
+            replaced[cell(r)] = replaced.get(cell(r), 0) + 1
+    theirs = [dict(r, _published=True) for r in theirs if r["task"] in tasks and cell(r) not in mine]
+    yours = [dict(r, _replaces=replaced[cell(r)]) if cell(r) in replaced else r for r in yours]
     return yours + theirs, roots + [PUBLISHED_RESULTS.parent.parent]
 
 
@@ -596,8 +604,8 @@ def make(name: str, measured: list[dict], reported: list[dict], roots: list[Path
                 cost_ratios=curves.cost_ratios(fit_curves, families, higher.get(primary, False)),
                 families=families,
                 privileged=sorted({row_label(r) for r in ok if r.get("privileged")}),
-                yours=(sorted({row_label(r) for r in behind if not r.get("_published")})
-                       if any(r.get("_published") for r in behind) else []),
+                yours=({(row_label(r), int(r["nfe_budget"])): r.get("_replaces", 0) for r in behind
+                        if not r.get("_published")} if any(r.get("_published") for r in behind) else {}),
                 protocols={pid: p for pid, p in sorted(protocols.values(), key=lambda v: (v[0][0], int(v[0][1:])))},
                 newest=newest, shas=sorted({str(r.get("git_sha", "unknown")) for r in behind}), ok=ok,
                 code=code_status(behind), core_hours=sum(recorded_cpu_seconds(r) for r in behind) / 3600,

@@ -28,7 +28,7 @@ import re
 import warnings
 from pathlib import Path
 
-from bench.engine.io import atomic_write_bytes
+from bench.engine.io import atomic_write_bytes, inside
 from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
 from bench.registry import suggest, task_class
 from bench.report import coverage, paired
@@ -67,11 +67,6 @@ def parse_formats(formats) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in chosen)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def board_paths(results=None, out=None, *, published: bool = False) -> tuple:
     """``(results, out)`` with their defaults: ``results/`` into ``results/leaderboards``, or with
     ``published`` alone the published results into the published folder (``published`` with
@@ -92,7 +87,7 @@ def board_paths(results=None, out=None, *, published: bool = False) -> tuple:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the leaderboard files")
-    if not published and _inside(out, PUBLISHED):
+    if not published and inside(out, PUBLISHED):
         raise ValueError(f"{out} holds the published leaderboards; write your own elsewhere (default: "
                          f"<results>/leaderboards), or rebuild the published ones with "
                          f"`python -m bench leaderboard --published`")

@@ -123,8 +123,9 @@ def flags(b: dict, e: dict) -> str:
         out.append(f"{e['unscored']} without {b['primary']}")
     if e["method"] in b["privileged"]:
         out.append("privileged")
-    if e["method"] in b.get("yours", ()):
-        out.append("your run")
+    if (e["method"], e["nfe"]) in b.get("yours", {}):
+        replaced = b["yours"][e["method"], e["nfe"]]
+        out.append(f"your run (in place of the published {_plural(replaced, 'seed')})" if replaced else "your run")
     if not e["own"]:
         out.append("another denoiser")
     if is_floor(e):
@@ -167,7 +168,8 @@ def page(b: dict) -> bytes:
                  f"on the tuning split: the start is what it found best), a row worse than its untrained start, failed "
                  f"seeds, privileged knowledge, another "
                  f"denoiser, a noise floor"
-                 + ("; *your run*: a row of your results, beside the published ones" if b.get("yours") else "") + "."
+                 + ("; *your run*: a row of your results, beside the published ones (a budget you ran replaces "
+                    "the published results of that row at that budget whole)" if b.get("yours") else "") + "."
                  + (" EDM's protocol, the minimum over seed sets, is the column *min over seeds*." if mins else ""))
     lines.append("")
     lines.append("Newest result: " + ("none (reported numbers only)." if n is None else
