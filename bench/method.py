@@ -174,6 +174,12 @@ class Method:
         it (a fit that never moved its sampler). None: nothing to compare (no fit)."""
         return None
 
+    def cost_card(self, nfe_budget: int) -> dict:
+        """What the fit asks of a user beyond sampling (the harness adds the learned parameters and
+        the fit's measured cost per checkpoint): whether it reads real data (the tuning split) and
+        the NFE of the teacher it distils from, if any."""
+        return dict(needs_real_data="tuning" in self.needs, teacher_nfe=None)
+
     def privileged(self) -> str | None:
         """What the method uses that no real task offers (a true density), or None. Results
         carry it, and every leaderboard row built from them is marked privileged."""

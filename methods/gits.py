@@ -64,6 +64,9 @@ class GITS(ScheduleMethod):
     description = "GITS (Chen et al. 2024): time steps by dynamic programming over an iPNDM teacher's trajectories"
     defaults = dict(ScheduleMethod.defaults, teacher_nfe=60, teacher_samples=256, coeff=1.15, rho=7.0)
 
+    def cost_card(self, nfe_budget):
+        return dict(super().cost_card(nfe_budget), teacher_nfe=self.config["teacher_nfe"])
+
     def learn(self, ctx, steps):
         c, den = self.config, ctx.denoiser
         t = sampling.karras_sigmas(c["teacher_nfe"], den.sigma_min, den.sigma_max, c["rho"])

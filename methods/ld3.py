@@ -89,6 +89,9 @@ class LD3(ScheduleMethod):
                     gamma=0.001, soft=True, val_every=5, patience=5, init="edm", rho=7.0)
     choices = dict(ScheduleMethod.choices, init=("edm", "uniform"))
 
+    def cost_card(self, nfe_budget):
+        return dict(super().cost_card(nfe_budget), teacher_nfe=self.teacher_for(nfe_budget))
+
     def teacher_for(self, nfe_budget: int) -> int:
         """The teacher's NFE (iPNDM: one per step): ``teacher_nfe``, or twice the budget where that is more."""
         return max(self.config["teacher_nfe"], 2 * nfe_budget)

@@ -220,3 +220,22 @@ def test_irl_bad_input(tmp_path, no_tuning_task):
         bench.get_method("irl", bench.get_task("gmm8"), advance=[0])
     with pytest.raises(Unsupported, match="no tuning split"):
         bench.run("irl", no_tuning_task, nfe=9, out=tmp_path, samples=10, progress=False)
+
+
+def test_every_fit_leaves_a_cost_card_in_its_result(tmp_path, monkeypatch):
+    """The learned numbers stored per checkpoint, the teacher's NFE, whether the fit reads real data
+    and its precomputation per checkpoint (issue 39), recorded in the result and shown on the page."""
+    from bench.report import board, markdown
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    (r,) = bench.run("gits", "gmm8", nfe=[5], seeds=[0], samples=300, out=tmp_path / "out", progress=False,
+                     ode_error=False)
+    card = r["cost_card"]
+    assert card["teacher_nfe"] == 60 and card["needs_real_data"] is False
+    assert card["learned_parameters"] == r["budget_config"]["steps"] + 1  # the stored noise levels
+    assert card["precompute"]["nfe"] == r["fit_cost"]["nfe"] > 0
+    assert card["sampling_nfe"] == dict(sequential=r["nfe"], total=r["nfe"])
+    assert bench.get_method("edm-grid").cost_card(10) == dict(needs_real_data=True, teacher_nfe=None)
+    assert bench.get_method("ld3").cost_card(10)["teacher_nfe"] == 20  # max(20, 2 x 10)
+    results, _ = board.load(tmp_path / "out" / "gmm8")
+    page = markdown.page(board.make("gmm8", results, [], [tmp_path / "out"])).decode()
+    assert "**Cost cards**" in page and "| gits " in page

@@ -225,14 +225,22 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
         method.load(artifact)
         dist.barrier(world)
         return dict(cost, reused=False, artifact=dict(cost), artifact_path=str(store.path(key)),
-                    curve=artifact.meta.get("curve"))
+                    curve=artifact.meta.get("curve"), learned_parameters=learned_parameters(artifact))
     dist.barrier(world)
     if cached is None:
         cached = store.load(key)
     artifact, cost = cached
     method.load(artifact)
     return dict(nfe=0, seconds=0.0, cpu_seconds=0.0, reused=True, artifact=cost, artifact_path=str(store.path(key)),
-                curve=artifact.meta.get("curve"))
+                curve=artifact.meta.get("curve"), learned_parameters=learned_parameters(artifact))
+
+
+def learned_parameters(artifact) -> int:
+    """How many numbers a fit learned and stores per checkpoint: its tensors' elements, or for a
+    search that keeps settings only, how many settings it chose."""
+    n = sum(int(t.numel()) for t in artifact.tensors.values())
+    best = artifact.meta.get("best")
+    return n or (len(best) if isinstance(best, dict) else 0)
 
 
 def run(method: str, task: str, nfe=(35,), seeds=None, *, seed=None, samples: int | None = None,
@@ -462,7 +470,7 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
     bar = tqdm(jobs, desc=f"{m.name} on {t.name}", disable=not live)
     fit_cost = None
     fit_error = None
-    curve = None
+    curve = learned = None
     weights = None  # the denoiser's fingerprint, for the cached ODE references
     for k, (b, s) in enumerate(bar):
         t_job, c_job = time.perf_counter(), time.process_time()
@@ -473,6 +481,7 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
                 fit_cost = dict(_fit(m, t, counted, denoiser_name, b, s, device, batch_size, live, store, rank,
                                      world), budget=b)
                 curve = fit_cost.pop("curve", None)
+                learned = fit_cost.pop("learned_parameters", None)
             except (BudgetError, Unsupported):
                 raise
             except Exception as e:  # a diverged or broken fit: its budget's results say failed, nothing is cached
@@ -487,6 +496,11 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
                                         if k != "budget"})
         if curve:
             r["fit_curve"] = curve
+        if m.has_fit and r["status"] == "ok" and fit_cost is not None:
+            art = fit_cost.get("artifact") or {}
+            r["cost_card"] = dict(m.cost_card(b), learned_parameters=learned, precompute=dict(
+                nfe=art.get("nfe"), seconds=art.get("seconds"), cpu_seconds=art.get("cpu_seconds")),
+                sampling_nfe=dict(sequential=r["nfe"], total=r["nfe"]))  # no method here evaluates in parallel
         if rank == 0 and m.has_fit and r["status"] == "ok" and drawn is not None:
             r["untrained"] = _untrained_check(m, t, counted, denoiser_name, b, s, drawn[0], device, batch_size, store)
         if rank == 0 and r["status"] == "ok" and drawn is not None and not ode_error:

@@ -7,8 +7,8 @@ import re
 
 
 from bench.report import coverage, curves, paired
-from bench.report.board import (is_floor, pair_of, protocol_text, reference_of, row_protocol, seed_text, verdict,
-                                verdict_cells)
+from bench.report.board import (is_floor, mean_of, pair_of, protocol_text, reference_of, row_protocol, seed_text,
+                                verdict, verdict_cells)
 
 
 def _code_text(c: dict) -> str:
@@ -101,6 +101,41 @@ def start_cell(e: dict) -> str:
     if v["verdict"] == "n/a":
         return f"n/a ({_plural(v['seeds'], 'common seed')}; {v['start']})"
     return f"{verdict_word(v)} {_signed(v['diff'])} ({v['start']})"
+
+
+def cost_cards(measured: list[dict]) -> list[str]:
+    """Per fitted label, what its fit asks of a user (``cost_card`` of its results): the numbers it
+    learns and stores per checkpoint, the teacher's NFE, whether it reads real data, and the
+    precomputation per checkpoint (NFE and time, by budget; mean over seeds)."""
+    cards: dict[str, dict] = {}
+    for e in measured:
+        for r in e["results"]:
+            c = r.get("cost_card") if isinstance(r.get("cost_card"), dict) else None
+            if c is None:
+                continue
+            card = cards.setdefault(e["method"], dict(params=set(), teacher=set(), data=set(), pre={}))
+            card["params"].add(c.get("learned_parameters"))
+            card["teacher"].add(c.get("teacher_nfe"))
+            card["data"].add(bool(c.get("needs_real_data")))
+            pre = c.get("precompute") or {}
+            card["pre"].setdefault(e["nfe"], []).append((pre.get("nfe"), pre.get("seconds")))
+    if not cards:
+        return []
+
+    def span(values) -> str:
+        v = sorted(x for x in values if x is not None)
+        return "—" if not v else md_num(v[0]) if v[0] == v[-1] else f"{md_num(v[0])}-{md_num(v[-1])}"
+
+    def pre(by_nfe) -> str:
+        return "; ".join(f"NFE {nfe}: {md_num(mean_of(n for n, _ in runs))} NFE, "
+                         f"{duration_text(mean_of(t for _, t in runs))}" for nfe, runs in sorted(by_nfe.items()))
+    rows = [[md_text(label), span(c["params"]), span(c["teacher"]), "yes" if True in c["data"] else "no", pre(c["pre"])]
+            for label, c in sorted(cards.items())]
+    return ["", "**Cost cards** of the fitted rows: the numbers each fit learns and stores per checkpoint, its "
+            "teacher's NFE, whether it reads real data (the tuning split), and its precomputation per checkpoint "
+            "(denoiser evaluations and time, mean over seeds).", "",
+            pipe_table(["method", "learned numbers", "teacher NFE", "real data", "precomputation per checkpoint"],
+                       rows, ["left", "right", "right", "left", "left"])]
 
 
 def flags(b: dict, e: dict) -> str:
@@ -207,6 +242,7 @@ def page(b: dict) -> bytes:
                                 + ["left", "left", "right", "left", "left"]))
     else:
         lines.append("No measured results.")
+    lines += cost_cards(measured)
     lines += ["", f"Also as [CSV]({task}.csv), [JSON]({task}.json) and [LaTeX]({task}.tex) (booktabs).", "",
               f"![]({task}.png)", "", "Quality against total cost (fit plus sampling denoiser evaluations):", "",
               f"![]({task}.cost.png)", ""]
