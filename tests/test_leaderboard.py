@@ -744,6 +744,11 @@ def test_a_learned_row_is_judged_against_its_own_untrained_start(tmp_path):
     assert next(m for m in js["measured"] if m["method"] == "gits")["vs_start"]["verdict"] == "better"
     index = "\n".join(markdown.start_summary([b]))
     assert "| gits" in index and "gmm8 10" in index
+    from bench.report.leaderboard import comparisons
+    with pytest.warns(UserWarning):  # hand-made results carry no code version: said, and still compared
+        table, _, _ = comparisons("irl", "gmm8", tmp_path)
+    assert list(table["reference"])[:2] == ["ipndm", "irl-untuned"]  # the reference, then irl's own start
+    assert list(table["role"])[:2] == ["reference", "its start"]
 
 
 def test_verdicts_within_the_metrics_floor_and_undetermined_three_seed_ties(tmp_path):

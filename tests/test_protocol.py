@@ -190,9 +190,10 @@ def test_compare_pairs_your_row_with_the_published_rows_never_mixing_a_row_of_tw
         write(yours, result("euler", 10, seed, euler))  # your euler: replaces the published row whole
     assert main(["compare", "mine", "--task", "gmm8", "--results", str(yours), "--published"]) == 0
     out, err = capsys.readouterr()
-    rows = {c[2]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in out.splitlines()
-                              if line.startswith("|") and "mine" in line)}
+    rows = {c[2].split(" (")[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in out.splitlines()
+                                            if line.startswith("|") and "mine" in line)}
     assert set(rows) == {"edm", "euler"}  # "big" has 10,000 samples per seed, yours none recorded
+    assert rows["edm"][2] == "edm (reference)"  # the budget's best classic row, listed first
     assert "not paired with big" in err and "10000" in err
     # mine - edm over seeds 0-2; mine - euler over your euler's seeds, none of the published ones
     assert rows["edm"][3] == "3" and float(rows["edm"][4]) == pytest.approx(-0.95 / 3, abs=1e-4)

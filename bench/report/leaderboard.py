@@ -33,7 +33,7 @@ from bench.engine.results import PUBLISHED, PUBLISHED_RESULTS
 from bench.registry import suggest, task_class
 from bench.report import coverage, paired
 from bench.report.board import (RESERVED, beside_published, choose_samples, code_status, is_generated, load, make,
-                                own_denoiser, primary_frame, rel_path, row_label, task_info, usable)
+                                own_denoiser, primary_frame, rel_path, row_label, start_labels, task_info, usable)
 from bench.report.data import csv_bytes, json_bytes
 from bench.report.figures import cost_png, fit_png, quality_png, samples_png, verdict_png
 from bench.report.latex import tex_bytes
@@ -252,7 +252,25 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
         frame = frame[frame["nfe"].isin(nfe)]
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    return paired.against(frame, label, higher.get(metric, False), against), metric, higher.get(metric, False)
+    table = paired.against(frame, label, higher.get(metric, False), against)
+    return _ordered(table, frame, label, start_labels(ok).get(label), higher.get(metric, False)), metric, \
+        higher.get(metric, False)
+
+
+def _ordered(table, frame, label: str, start: str | None, higher_is_better: bool):
+    """The comparisons by NFE budget, at each the reference row (the best classic solver there)
+    first, then ``label``'s untrained start, then the rest from the strongest rival (the mean
+    difference worst for ``label``) down; their ``role`` column says which row is which."""
+    if table.empty:
+        return table.assign(role=[])
+    refs = paired.reference_rows(frame, higher_is_better)
+    role = [", ".join(x for x in ("reference" if refs.get(int(n)) == other else "",
+                                  "its start" if other == start else "") if x)
+            for n, other in zip(table["nfe"], table["reference"])]
+    rank = [0 if r.startswith("reference") else 1 if r else 2 for r in role]
+    sign = 1 if higher_is_better else -1  # the difference worst for label first
+    out = table.assign(role=role, _rank=rank, _key=sign * table["diff"])
+    return out.sort_values(["nfe", "_rank", "_key", "reference"]).drop(columns=["_rank", "_key"]).reset_index(drop=True)
 
 
 def _warn_stale(out: Path, written: list[Path], formats: tuple[str, ...]):

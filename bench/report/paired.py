@@ -189,7 +189,9 @@ def markdown(table: pd.DataFrame, metric: str, reference: str = "reference", emp
     def g(v):
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     shown = pd.DataFrame({
-        "NFE": table["nfe"], "method": table["label"], reference: table["reference"], "seeds": table["seeds"],
+        "NFE": table["nfe"], "method": table["label"],
+        reference: [f"{x} ({r})" if r else x for x, r in zip(table["reference"], table["role"])]
+        if "role" in table else table["reference"], "seeds": table["seeds"],
         f"Δ{metric} (paired mean)": table["diff"].map(g),
         "95% t-interval": [f"[{g(lo)}, {g(hi)}]" for lo, hi in zip(table["diff_low"], table["diff_high"])],
         "p": table["p_value"].map(g),
