@@ -466,20 +466,26 @@ def summary(results: list[dict]) -> str:
     task = task_class(first["task"])
     metric = task.primary_metric
     better = "higher" if task.higher_is_better.get(metric, False) else "lower"
-    lines = [f"{first['label']} on {first['task']}: {metric} ({better} is better), mean over seeds; "
-             f"NFE measured = denoiser evaluations per sample"]
-    rows = [("NFE budget", metric, "seeds", "NFE measured")]
+    from bench.report.board import mean_ci
+    lines = [f"{first['label']} on {first['task']}: {metric} ({better} is better), mean ± the half-width of the "
+             f"95% t-interval over seeds; NFE measured = denoiser evaluations per sample; fit = one fit's "
+             f"evaluations (mean)"]
+    rows = [("NFE budget", metric, "seeds", "NFE measured", "fit", "flags")]
     for b in sorted({r["nfe_budget"] for r in results}):
         ok = [r for r in results if r["nfe_budget"] == b and r["status"] == "ok"]
         n = len([r for r in results if r["nfe_budget"] == b])
         if ok:
-            mean = sum(r["metrics"][metric] for r in ok) / len(ok)
+            mean, ci = mean_ci([r["metrics"][metric] for r in ok])
             nfe = sum(r["nfe"] for r in ok) / len(ok)
-            rows.append((str(b), f"{mean:.4g}", f"{len(ok)}/{n}", f"{nfe:g}"))
+            fits = [(r.get("fit_cost") or {}).get("artifact", r.get("fit_cost") or {}).get("nfe") or 0 for r in ok]
+            same = sum(bool((r.get("untrained") or {}).get("identical")) for r in ok)
+            rows.append((str(b), f"{mean:.4g}" + ("" if ci != ci else f" ± {ci:.2g}"), f"{len(ok)}/{n}", f"{nfe:g}",
+                         f"{sum(fits) / len(fits):.3g} NFE" if any(fits) else "-",
+                         f"= untrained start in {same} of {len(ok)} seeds" if same else ""))
         else:
-            rows.append((str(b), "failed", f"0/{n}", "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+            rows.append((str(b), "failed", f"0/{n}", "-", "-", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     folder = Path(first["path"]).parent
     kept = sum(bool(r.get("kept")) for r in results)
     failed = sum(r["status"] != "ok" for r in results)

@@ -270,9 +270,12 @@ def test_run_prints_a_summary_and_plain_lines_in_a_log(tmp_path):
         f"[{k}/4] euler@exact on gmm8 nfe={b} seed={s}".replace("euler@exact", "euler")
         for k, (b, s) in enumerate([(4, 0), (4, 1), (6, 0), (6, 1)], 1)]
     lines = out.splitlines()
-    assert lines[0].startswith("euler@exact on gmm8: mmd (lower is better), mean over seeds")
-    assert lines[1].split() == ["NFE", "budget", "mmd", "seeds", "NFE", "measured"]
-    assert [line.split()[0] for line in lines[2:4]] == ["4", "6"] and lines[2].split()[2] == "2/2"
+    assert lines[0].startswith("euler@exact on gmm8: mmd (lower is better), mean ± the half-width of the 95% "
+                               "t-interval over seeds")
+    assert lines[1].split() == ["NFE", "budget", "mmd", "seeds", "NFE", "measured", "fit", "flags"]
+    cells = lines[2].split()
+    assert [line.split()[0] for line in lines[2:4]] == ["4", "6"] and cells[2] == "±" and cells[4] == "2/2"
+    assert cells[6] == "-"  # euler has no fit
     assert "4 results written under" in out
     assert "against the published rows" not in out  # 64 samples a seed pair with none of the published 10,000
     rc, out, err = bench_cli("run", "--method", "euler", "--denoiser", "exact", "--nfe", "4", "--seeds", "0",
@@ -330,3 +333,13 @@ def test_the_source_index_names_every_registered_task_and_method_with_its_descri
     from bench import registry
     for kind, table in (("tasks", registry.tasks()), ("methods", registry.methods())):
         assert registry.index(kind) == {name: cls.description for name, cls in table.items()}
+
+
+def test_the_run_summary_gives_the_interval_the_fit_cost_and_the_start_flag(tmp_path):
+    from bench.cli import summary
+    rs = [dict(task="gmm8", label="ld3", nfe_budget=5, status="ok", metrics=dict(mmd=v), nfe=5.0, n_samples=64,
+               fit_cost=dict(nfe=0, reused=True, artifact=dict(nfe=1000)), path=str(tmp_path / f"r{k}.json"),
+               untrained=dict(identical=k == 0)) for k, v in enumerate([0.01, 0.02, 0.03])]
+    text = summary(rs)
+    row = next(line for line in text.splitlines() if line.strip().startswith("5 "))
+    assert "0.02 ± 0.025" in row and "1e+03 NFE" in row and "= untrained start in 1 of 3 seeds" in row
