@@ -34,9 +34,13 @@ __all__ = ["register_method", "register_task", "get_task", "get_method", "run", 
 
 
 def __getattr__(name: str):
-    """``bench.run`` and the engine's other entry points, imported on first use: ``import bench``
-    (and so ``python -m bench --help``) does not import torch."""
+    """``bench.run`` and the engine's other entry points, and the subpackages (``bench.sampling``,
+    ``bench.denoiser``, ...), imported on first use: ``import bench`` (and so ``python -m bench
+    --help``) does not import torch."""
     if name in ("generate", "get_method", "get_task", "run"):
         from bench.engine import runner
         return getattr(runner, name)
+    if _util.find_spec(f"{__name__}.{name}") is not None:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

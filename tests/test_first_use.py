@@ -343,3 +343,13 @@ def test_the_run_summary_gives_the_interval_the_fit_cost_and_the_start_flag(tmp_
     text = summary(rs)
     row = next(line for line in text.splitlines() if line.strip().startswith("5 "))
     assert "0.02 ± 0.025" in row and "1e+03 NFE" in row and "= untrained start in 1 of 3 seeds" in row
+
+
+def test_import_bench_is_light_and_its_parts_load_on_first_use():
+    import subprocess
+    import sys
+    code = ("import sys, bench\nlight = 'torch' not in sys.modules\n"
+            "print(light, bench.sampling.karras_sigmas(2, 0.002, 80.0).tolist()[-1], bench.denoiser.Denoiser.__name__,"
+            " callable(bench.run))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "0.0", "Denoiser", "True"], out.stderr[-500:]

@@ -61,7 +61,9 @@ def test_a_schedule_that_is_not_one_is_refused():
 
 
 @pytest.mark.parametrize("method, solver, nfe", [(m, s, n) for m in ("gits", "ld3", "art-rl")
-                                              for s, n in [("ipndm", 4), ("euler", 5), ("heun", 7), ("dpmpp-2m", 5)]])
+                                              for s, n in [("ipndm", 4), ("euler", 5), ("heun", 7), ("dpmpp-2m", 5)]]
+                         + [("ld3", s, 6) for s in ("unipc", "dpmpp-3m", "deis", "ipndm-v", "dpm2")]
+                         + [("gits", s, 6) for s in ("unipc", "dpmpp-3m")])
 def test_a_learned_schedule_is_valid_and_fits_the_budget_under_every_solver(tmp_path, method, solver, nfe):
     small = dict(gits=dict(teacher_nfe=24, teacher_samples=32), ld3=dict(teacher_nfe=24, pairs=8, rounds=1),
                  **{"art-rl": dict(iters=2, batch=4, substeps=1, average=1)})
