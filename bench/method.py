@@ -107,6 +107,13 @@ class EarlyStop:
         return bool(self.patience) and it + 1 >= self.min_iters and self.moved and self.stale >= self.patience
 
 
+def objective(name: str, start: float, end: float, higher_is_better: bool = False) -> dict:
+    """A fit's own training objective at its start and at its end on the tuning split (an artifact's
+    ``meta["objective"]``; results carry it): whether the fit improved what it optimises, whatever the
+    evaluation metric says."""
+    return dict(name=name, start=float(start), end=float(end), higher_is_better=bool(higher_is_better))
+
+
 FAMILIES = ("classic", "tuned", "learned schedule", "learned dynamics", "fine-tuned weights", "whole learned sampler", "floor", "other")
 
 

@@ -41,6 +41,16 @@ class ScheduleMethod(Method):
     def learn(self, ctx, steps: int):
         raise TypeError(f"method {self.name} defines no learn()")
 
+    def teacher_error(self, denoiser, x, target, class_labels, sigmas) -> float:
+        """RMS distance of this method's solver on ``sigmas`` from ``x`` to the teacher's ``target``:
+        the objective a distilled schedule lowers. Its evaluations are not charged to the fit (a
+        check, like the untrained-start probe)."""
+        from bench.methods._common import unwrap
+        with torch.no_grad():
+            out = SOLVER_SPECS[self.config["solver"]].fn(unwrap(denoiser), x, sigmas.to(x.device),
+                                                          class_labels=class_labels)
+        return float(((out.double() - target.double()) ** 2).mean().sqrt())
+
     def fit(self, ctx):
         steps = self.steps(ctx.nfe_budget)
         sigmas, meta = self.learn(ctx, steps)

@@ -33,6 +33,7 @@ import math
 import torch
 
 from bench import sampling
+from bench.method import objective
 from bench.noise import Noise
 from bench.registry import register_method
 
@@ -137,4 +138,7 @@ class ARTRL(ScheduleMethod):
                 kept.append(torch.stack(speeds).mean(1))
         theta = torch.stack(kept).mean(0) if kept else start
         sigmas = schedule_from_speeds(theta, den.sigma_min, den.sigma_max)
-        return sigmas, dict(mean_speed=theta.tolist(), gamma=gamma, history=history[::10])
+        tail = [h["return_"] for h in history[-max(1, c["average"]):]]
+        aim = objective("return (first iteration; mean of the averaged last ones)", history[0]["return_"],
+                        sum(tail) / len(tail), higher_is_better=True) if history else None
+        return sigmas, dict(mean_speed=theta.tolist(), gamma=gamma, history=history[::10], objective=aim)

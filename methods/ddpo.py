@@ -74,7 +74,7 @@ import torch
 from bench.nets import discriminator as disc_lib
 from bench import sampling
 from bench.nets.lora import add_lora, adapted_layers, load_lora, lora_state, merge_lora
-from bench.method import Artifact, BudgetError, Method
+from bench.method import Artifact, BudgetError, Method, objective
 from bench.registry import register_method
 from ._common import (Charged, TrainingDiverged, check_finite, curve_png, gaussian_logprob, ppo_loss,
                              select_params, unwrap)
@@ -341,6 +341,9 @@ class DDPO(Method):
                                 **(dict(ratio=sum(ratios) / len(ratios), clip_frac=sum(clipped) / len(clipped))
                                    if ratios else {})))
         meta.update(history=history, layers=names)
+        if history:  # each iteration's reward is of its own batch, drawn before that iteration's update
+            meta["objective"] = objective("reward (batch mean, first vs last iteration)", history[0]["reward"],
+                                          history[-1]["reward"], higher_is_better=True)
         if c["lora_rank"]:
             tensors.update({f"lora.{n}": v for n, v in lora_state(net).items()})
         else:

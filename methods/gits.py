@@ -16,6 +16,7 @@ as in the published code). Fit cost = the teacher's NFE. No data needed.
 import torch
 
 from bench import sampling
+from bench.method import objective
 from bench.registry import register_method
 
 from ._schedule import ScheduleMethod
@@ -76,7 +77,10 @@ class GITS(ScheduleMethod):
             xs.append(step["x"])
             ds.append((step["x"] - step["denoised"]) / step["sigma"])
 
+        labels = []
+
         def teacher(denoiser, x, *, nfe_budget, class_labels=None, noise=None):
+            labels.append(class_labels)
             out = sampling.ipndm(denoiser, x, t.to(x.device), class_labels=class_labels, callback=record)
             xs.append(out)
             return out
@@ -87,4 +91,7 @@ class GITS(ScheduleMethod):
                              f"{c['teacher_samples']}")
         cost = jump_costs(torch.stack(xs).cpu(), torch.stack(ds).cpu(), t)
         path = gits_programme(cost, steps, c["coeff"])
-        return t[path], dict(grid_points=path, teacher_nfe=c["teacher_nfe"] * c["teacher_samples"])
+        start = sampling.karras_sigmas(steps, den.sigma_min, den.sigma_max, c["rho"])
+        errors = [self.teacher_error(den, xs[0], xs[-1], labels[0], sig) for sig in (start, t[path])]
+        return t[path], dict(grid_points=path, teacher_nfe=c["teacher_nfe"] * c["teacher_samples"],
+                             objective=objective("teacher error (RMS, the teacher's noise)", *errors))

@@ -33,7 +33,7 @@ import math
 import torch
 
 from bench import sampling
-from bench.method import SOLVER_SPECS
+from bench.method import SOLVER_SPECS, objective
 from bench.noise import Noise
 from bench.registry import register_method
 
@@ -159,4 +159,6 @@ class LD3(ScheduleMethod):
                                 group["lr"] *= 0.8
                             stale = 0
         return levels(best[1], den.sigma_min, den.sigma_max).detach(), dict(
-            val_loss=best[0], start_val_loss=history[0]["val"], iterations=it, validation=history)
+            val_loss=best[0], start_val_loss=history[0]["val"], iterations=it, validation=history,
+            objective=objective(f"teacher distance (validation pairs{', from EDM' if c['init'] == 'edm' else ''})",
+                                history[0]["val"], best[0]))

@@ -73,7 +73,12 @@ def test_a_learned_schedule_is_valid_and_fits_the_budget_under_every_solver(tmp_
     assert r["nfe"] == r["budget_config"]["nfe_formula"] <= nfe
     s = torch.tensor(r["budget_config"]["sigmas"], dtype=torch.float64)
     check_schedule(s, r["budget_config"]["steps"], 80.0)
+    aim = r["objective"]  # the fit's own objective at its start (EDM's schedule) and its end
+    assert aim["start"] >= 0 and aim["end"] >= 0 and not aim["higher_is_better"] or method == "art-rl"
+    if method == "ld3":
+        assert aim["end"] <= aim["start"]  # it keeps its best validation distance, the start included
     if method == "gits":
+        assert aim["name"].startswith("teacher error")
         teacher = bench.sampling.karras_sigmas(24, 0.002, 80.0)
         assert all(bool((teacher == v).any()) for v in s)  # every level is a point of the teacher's grid
         assert r["fit_cost"]["nfe"] == 24 * 32  # the teacher's evaluations, nothing else

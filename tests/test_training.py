@@ -150,3 +150,13 @@ def test_a_cached_fit_of_other_code_is_never_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "code_version", lambda *m: "other-code-" + real(*m))
     changed = bench.run("edm-grid", "gmm8", nfe=5, resume=False, **kw)[0]
     assert not changed["fit_cost"]["reused"] and changed["fit_cost"]["nfe"] == first["fit_cost"]["nfe"]
+
+
+def test_a_fits_objective_is_what_it_recorded_else_its_first_and_kept_tuning_scores():
+    from bench.engine.runner import fit_objective
+    from bench.method import objective
+    task = bench.get_task("gmm8")
+    curve = [dict(fit_nfe=0, score=0.5), dict(fit_nfe=10, score=0.2), dict(fit_nfe=20, score=0.3)]
+    assert fit_objective(None, curve, task) == objective("tuning mmd", 0.5, 0.2)  # the start, then the best kept
+    mine = objective("teacher error", 1.0, 0.5)
+    assert fit_objective(mine, curve, task) is mine and fit_objective(None, None, task) is None

@@ -32,7 +32,7 @@ from bench.engine.results import (
     write_result,
 )
 from bench.errors import Interrupted, check_budgets
-from bench.method import BudgetError
+from bench.method import BudgetError, objective
 from bench.registry import method_class, task_class
 from bench.task import Task, Unsupported
 
@@ -225,14 +225,29 @@ def _fit(method, task, denoiser, denoiser_name, nfe_budget, seed, device, batch_
         method.load(artifact)
         dist.barrier(world)
         return dict(cost, reused=False, artifact=dict(cost), artifact_path=str(store.path(key)),
-                    curve=artifact.meta.get("curve"), learned_parameters=learned_parameters(artifact))
+                    curve=artifact.meta.get("curve"), learned_parameters=learned_parameters(artifact),
+                    objective=artifact.meta.get("objective"))
     dist.barrier(world)
     if cached is None:
         cached = store.load(key)
     artifact, cost = cached
     method.load(artifact)
     return dict(nfe=0, seconds=0.0, cpu_seconds=0.0, reused=True, artifact=cost, artifact_path=str(store.path(key)),
-                curve=artifact.meta.get("curve"), learned_parameters=learned_parameters(artifact))
+                curve=artifact.meta.get("curve"), learned_parameters=learned_parameters(artifact),
+                objective=artifact.meta.get("objective"))
+
+
+def fit_objective(recorded: dict | None, curve: list | None, task) -> dict | None:
+    """The fit's own objective at start and end: what the method recorded, else, for a fit that
+    scores candidates on the tuning split (``FitContext.record_score``), its first score (the
+    untrained start, scored first) and the best one (what it keeps)."""
+    if recorded:
+        return recorded
+    scores = [c["score"] for c in curve or [] if isinstance(c, dict) and isinstance(c.get("score"), (int, float))]
+    if not scores:
+        return None
+    higher = task.higher_is_better.get(task.primary_metric, False)
+    return objective(f"tuning {task.primary_metric}", scores[0], max(scores) if higher else min(scores), higher)
 
 
 def learned_parameters(artifact) -> int:
@@ -470,7 +485,7 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
     bar = tqdm(jobs, desc=f"{m.name} on {t.name}", disable=not live)
     fit_cost = None
     fit_error = None
-    curve = learned = None
+    curve = learned = aim = None
     weights = None  # the denoiser's fingerprint, for the cached ODE references
     for k, (b, s) in enumerate(bar):
         t_job, c_job = time.perf_counter(), time.process_time()
@@ -482,6 +497,7 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
                                      world), budget=b)
                 curve = fit_cost.pop("curve", None)
                 learned = fit_cost.pop("learned_parameters", None)
+                aim = fit_objective(fit_cost.pop("objective", None), curve, t)
             except (BudgetError, Unsupported):
                 raise
             except Exception as e:  # a diverged or broken fit: its budget's results say failed, nothing is cached
@@ -496,6 +512,8 @@ def _run_jobs(m, t, jobs, denoiser_name, label, n, out, device, save_samples, ba
                                         if k != "budget"})
         if curve:
             r["fit_curve"] = curve
+        if m.has_fit and r["status"] == "ok" and aim is not None:
+            r["objective"] = aim
         if m.has_fit and r["status"] == "ok" and fit_cost is not None:
             art = fit_cost.get("artifact") or {}
             r["cost_card"] = dict(m.cost_card(b), learned_parameters=learned, precompute=dict(

@@ -348,7 +348,7 @@ def _rows(ok: list[dict], failed: list[dict], metrics: list[str], primary: str, 
                    sample_seconds=mean_of(r.get("sample_seconds") for r in rs), protocols=protocols,
                    n_samples=mean_of(r.get("n_samples") for r in rs), family=family_of(rs[0]["method"]) if rs else "other",
                    files=[rel_path(r, roots) for r in rs], results=rs, overhead=_overhead(rs),
-                   own=all(_on_own(r, own) for r in rs), untrained=_untrained(rs))
+                   own=all(_on_own(r, own) for r in rs), untrained=_untrained(rs), objective=_objective(rs))
         for m in metrics:
             vals = [num(r["metrics"][m]) for r in rs if m in r["metrics"]]
             row["mean"][m], row["ci"][m] = mean_ci(vals)
@@ -415,6 +415,19 @@ def _against_start(rows: list[dict], ok: list[dict], frame, higher_is_better: bo
         stats = paired.pair(mine, theirs, higher_is_better)
         row["vs_start"] = dict(start=start, **stats, within_floor=paired.within_floor(
             stats["verdict"], stats["diff"], float(floor.get(row["nfe"], math.nan))))
+
+
+def _objective(rs: list[dict]) -> dict | None:
+    """A fitted row's own training objective (``objective`` of its results): its name, the mean at
+    start and at end over the seeds that record it, and in how many of them it improved."""
+    aims = [r["objective"] for r in rs if isinstance(r.get("objective"), dict)
+            and all(isinstance(r["objective"].get(k), (int, float)) for k in ("start", "end"))]
+    if not aims:
+        return None
+    higher = bool(aims[0].get("higher_is_better"))
+    improved = sum((a["end"] > a["start"]) if higher else (a["end"] < a["start"]) for a in aims)
+    return dict(name=str(aims[0].get("name", "objective")), start=mean_of(a["start"] for a in aims),
+                end=mean_of(a["end"] for a in aims), improved=improved, recorded=len(aims))
 
 
 def _untrained(rs: list[dict]) -> dict | None:

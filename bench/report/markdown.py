@@ -151,7 +151,14 @@ def flags(b: dict, e: dict) -> str:
         out.append(f"= untrained start ({u['start']}) in {u['identical']} of {u['checked']} seeds ({why})")
     v = e.get("vs_start")
     if v and v["verdict"] == "worse":
-        out.append(f"worse than its untrained start ({v['start']})")
+        o = e.get("objective")
+        why = ("its own objective not recorded" if not o else
+               f"its {o['name']} improved in {o['improved']} of {o['recorded']} seeds "
+               f"({md_num(o['start'])} → {md_num(o['end'])}): an objective that misses the metric"
+               if o["improved"] == o["recorded"] else
+               f"its {o['name']} did not improve in {o['recorded'] - o['improved']} of {o['recorded']} seeds "
+               f"({md_num(o['start'])} → {md_num(o['end'])})")
+        out.append(f"worse than its untrained start ({v['start']}; {why})")
     if e["failed"]:
         out.append(f"{e['failed']} failed")
     if e.get("unscored"):
