@@ -104,9 +104,9 @@ def schedule(name: str, num_steps: int, sigma_min: float, sigma_max: float, *, r
              time_rho: float = 1.0, final: str = "zero", device="cpu"):
     """The noise levels of a named schedule for ``num_steps`` steps: ``edm`` (Karras et al.'s rho
     polynomial, ``rho``), ``logsnr`` (uniform in log sigma) or ``time-uniform`` (VP time,
-    ``time_rho``). ``final='zero'``: num_steps - 1 levels down to sigma_min, then 0 (EDM);
-    ``'sigma-min'``: num_steps + 1 levels ending at sigma_min (the reference code of the few-step
-    tables), no step to 0."""
+    ``time_rho``). ``final='zero'``: num_steps levels from sigma_max down to sigma_min, then 0 (EDM:
+    the last step goes to 0); ``'sigma-min'``: num_steps + 1 levels ending at sigma_min (the reference
+    code of the few-step tables), no step to 0."""
     if name not in SCHEDULES:
         raise ValueError(f"schedule is one of {', '.join(SCHEDULES)}, got {name!r}")
     levels = num_steps if final == "zero" else num_steps + 1
