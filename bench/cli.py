@@ -369,7 +369,7 @@ def _suite(a) -> int:
     from bench.registry import suggest
     from bench.report.leaderboard import build
     k, _, n = a.shard.partition("/")
-    if not (k.isdigit() and n.isdigit()) or int(n) < 1:
+    if not (k.isascii() and n.isascii() and k.isdigit() and n.isdigit()) or int(n) < 1:  # '²' is a digit
         raise ValueError(f"--shard {a.shard}: use K/N, e.g. 2/8")
     check_device(a.device)
     cores = _cores()

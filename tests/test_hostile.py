@@ -582,3 +582,26 @@ def test_no_writer_reaches_the_published_folder_through_a_link_or_a_named_path(t
     assert "inside the published leaderboards" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in PUBLISHED.glob("*") if p.is_file()} == before
     assert not (PUBLISHED / "w.safetensors").exists()
+
+
+def test_small_input_mistakes_are_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """An empty BENCH_CACHE (it would put the cache in the working folder), a shard with a non-ASCII
+    digit, a label that looks like a result file, a result file given as --results."""
+    from bench.cli import main
+    from bench.engine.results import PUBLISHED_RESULTS
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCH_CACHE", " ")
+    assert main(["run", "--method", "ld3", "--nfe", "5", "--seeds", "0", "--samples", "300", "--out",
+                 str(tmp_path / "o"), "--no-ode-error"]) == 2
+    assert "BENCH_CACHE is set but empty" in capsys.readouterr().err and not (tmp_path / "artifacts").exists()
+    monkeypatch.delenv("BENCH_CACHE")
+    cases = [(["suite", str(PUBLISHED_RESULTS.parent / "suite.toml"), "--shard", "\\u00b2/2", "--dry-run"], "use K/N"),
+             (["run", "--label", "a.json", "--out", str(tmp_path / "o")], "ends like a result file"),
+             (["leaderboard", "--results", str(PUBLISHED_RESULTS / "gmm8" / "edm" / "nfe5_seed0.json")], "is a file"),
+             (["compare", "edm", "--task", "gmm8", "--results",
+               str(PUBLISHED_RESULTS / "gmm8" / "edm" / "nfe5_seed0.json")], "is a file")]
+    for argv, said in cases:
+        argv = [a.encode().decode("unicode_escape") for a in argv]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err

@@ -25,7 +25,13 @@ TENSORS, META = "tensors.safetensors", "meta.json"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE", "~/.cache/bench")).expanduser()
+    """``$BENCH_CACHE``, else ``~/.cache/bench``; a variable set but empty is a mistake (it would put
+    the cache in the working folder): ValueError saying so."""
+    value = os.environ.get("BENCH_CACHE", "~/.cache/bench")
+    if not value.strip():
+        raise ValueError("BENCH_CACHE is set but empty: set it to a folder for the fit cache, or unset it "
+                         "(default ~/.cache/bench)")
+    return Path(value).expanduser()
 
 
 def key_hash(key: dict) -> str:

@@ -35,6 +35,9 @@ def check_label(label) -> str:
     if not isinstance(label, str) or not _NAME.fullmatch(label) or ".." in label:
         raise ValueError(f"label {label!r} is not a name: use letters, digits and . _ @ + = - (no '/', no '..', "
                          f"at most 100 characters), e.g. --label irl-fkl")
+    if label.lower().endswith((".json", ".npz")):
+        raise ValueError(f"label {label!r} ends like a result file; name the row, e.g. --label "
+                         f"{label.rsplit('.', 1)[0]}")
     return label
 
 

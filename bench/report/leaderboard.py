@@ -67,6 +67,14 @@ def parse_formats(formats) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in chosen)
 
 
+def check_folders(results) -> None:
+    """ValueError for a ``--results`` that names a file, not a folder of result files."""
+    for folder in [results] if isinstance(results, (str, Path)) else results:
+        if Path(folder).is_file():
+            raise ValueError(f"--results {folder} is a file: name the folder of result files (here "
+                             f"{Path(folder).parent})")
+
+
 def board_paths(results=None, out=None, *, published: bool = False) -> tuple:
     """``(results, out)`` with their defaults: ``results/`` into ``results/leaderboards``, or with
     ``published`` alone the published results into the published folder (``published`` with
@@ -80,6 +88,7 @@ def board_paths(results=None, out=None, *, published: bool = False) -> tuple:
     elif published:  # your rows beside the published ones: your boards, never the published folder
         published = False
     results = "results" if results is None else results
+    check_folders(results)
     if out is None:
         if not isinstance(results, (str, Path)):
             raise ValueError("several result folders: say where the boards go with --out")
@@ -200,6 +209,8 @@ def comparisons(label: str, task: str, results=None, *, against=None, nfe=None, 
     results have another number of samples per seed than ``label``'s are not paired (a warning
     names them): their metrics are other estimators. Returns ``(table, metric,
     higher_is_better)``; ValueError naming what exists for an unknown label, metric or budget."""
+    if results is not None:
+        check_folders(results)
     if results is not None and published:
         loaded, _ = beside_published(results)
         own_rows = {row_label(r) for r in loaded if r["task"] == task and not r.get("_published")}
