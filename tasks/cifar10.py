@@ -99,17 +99,38 @@ def file_sha256(path) -> str:
 
 
 def check_weights_file(path) -> Path:
-    """A feature extractor weights file that ``torch.load(weights_only=True)`` accepts
-    (torch-fidelity loads it with ``weights_only=False``: only plain tensors get there)."""
+    """A private, verified copy of a feature extractor weights file. torch-fidelity loads its path
+    with ``weights_only=False``, so the file is read once, checked to load with
+    ``torch.load(weights_only=True)`` as a mapping of names to tensors, and its checked bytes are
+    what torch-fidelity gets (a read-only copy under the same name in a private folder, removed at
+    exit): a file swapped after the check is never read again."""
+    import atexit
+    import io
+    import shutil
+    import tempfile
+
+    from bench.engine.io import NotARegularFile, read_regular
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"feature extractor weights {path} do not exist")
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        data = read_regular(path, cap=2**30)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except NotARegularFile as e:
+        raise ValueError(f"feature extractor weights {e}") from None
     except Exception as e:
         raise ValueError(f"feature extractor weights {path} refused: not a plain tensor file ({untrusted_reason(e)}); "
                          f"{WEIGHTS_HINT}") from None
-    return path
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and torch.is_tensor(v)
+                                                          for k, v in state.items()):
+        raise ValueError(f"feature extractor weights {path} refused: not a state dict (names to tensors); "
+                         f"{WEIGHTS_HINT}")
+    folder = Path(tempfile.mkdtemp(prefix="bench-weights-"))
+    atexit.register(shutil.rmtree, folder, True)
+    private = folder / path.name
+    private.write_bytes(data)
+    private.chmod(0o400)
+    return private
 
 
 class EDMImageTask(Task):

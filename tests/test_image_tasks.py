@@ -559,7 +559,10 @@ def test_feature_extractor_weights_are_checked_and_passed_on(offline, ref_stats,
     task = bench.get_task("cifar10", ref_stats=str(ref_stats), feature_extractor=TINY_FE,
                           feature_extractor_weights=str(good))
     task.prepare_evaluation()
-    assert tiny_fe.weights_seen[-1] == str(good)
+    seen = Path(tiny_fe.weights_seen[-1])  # a private copy of the checked bytes, never the path again
+    assert seen != good and seen.name == "w.pth" and seen.read_bytes() == good.read_bytes()
+    good.write_bytes(pickle.dumps(Boom(tmp_path / "PWNED")))  # swapped after the check: not read again
+    assert seen.read_bytes() != good.read_bytes()
     assert task.protocol(1, 0)["feature_extractor"]["weights"] == "w.pth"
     bad = tmp_path / "evil.pth"
     bad.write_bytes(pickle.dumps(Boom(tmp_path / "PWNED")))
@@ -568,6 +571,12 @@ def test_feature_extractor_weights_are_checked_and_passed_on(offline, ref_stats,
     with pytest.raises(ValueError, match="refused: not a plain tensor file"):
         task.prepare_evaluation()
     assert not (tmp_path / "PWNED").exists()
+    tensor = tmp_path / "t.pth"
+    torch.save(torch.zeros(3), tensor)  # loads safely, but is no weights file: refused before any work
+    task = bench.get_task("cifar10", ref_stats=str(ref_stats), feature_extractor=TINY_FE,
+                          feature_extractor_weights=str(tensor))
+    with pytest.raises(ValueError, match="not a state dict"):
+        task.prepare_evaluation()
 
 
 def test_inception_weights_are_fetched_with_the_fetch_error(offline, monkeypatch, tmp_path):
