@@ -18,8 +18,6 @@ from bench import sampling
 from bench.errors import BudgetError  # noqa: F401  (raised here, imported from here)
 
 
-
-
 @dataclass
 class Artifact:
     """What a fit produced: JSON-able ``meta`` and named tensors."""
@@ -229,6 +227,18 @@ SOLVER_SPECS = {
 # the schedule settings of a classic solver method (its ``defaults`` may override them)
 SCHEDULE_SETTINGS = dict(schedule="edm", rho=7.0, time_rho=1.0, final="zero")
 FINALS = ("zero", "sigma-min")
+
+
+# the largest NFE budget a run takes: far above any sampler's (EDM's references solve at 511), far
+# below what would allocate gigabytes per sample before anything runs
+MAX_NFE = 2000
+
+
+def check_budgets(nfe) -> None:
+    """BudgetError for an NFE budget that is not an integer in 1..MAX_NFE."""
+    for b in nfe:
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_NFE:
+            raise BudgetError(f"NFE budget {b!r} out of range: budgets are integers in 1..{MAX_NFE:,}")
 
 
 def steps_for(solver: str, nfe_budget: int, final: str = "zero", afs: bool = False) -> int:

@@ -181,9 +181,10 @@ def heun(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None,
     return x
 
 
-def _first(denoiser, x, sigma, class_labels, afs):
-    """D at the first level: the denoiser's, or AFS's analytical guess (no call)."""
-    if afs:
+def _denoised(denoiser, x, sigma, class_labels, analytic: bool):
+    """D(x, sigma): the denoiser's, or with ``analytic`` (AFS, the first step) its analytical guess
+    ``x - sigma x / sqrt(1 + sigma^2)``, no call."""
+    if analytic:
         return x - sigma * x / (1 + sigma**2).sqrt()
     return denoise(denoiser, x, sigma, class_labels)
 
@@ -236,8 +237,7 @@ def dpmpp_3m(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=Non
     n = len(sigmas) - 1
     hist = []  # (lambda, denoised), newest first
     for i in range(n):
-        denoised = _first(denoiser, x, sigmas[i], class_labels, afs) if i == 0 else \
-            denoise(denoiser, x, sigmas[i], class_labels)
+        denoised = _denoised(denoiser, x, sigmas[i], class_labels, afs and i == 0)
         if callback is not None:
             callback(dict(i=i, x=x, sigma=sigmas[i], sigma_hat=sigmas[i], denoised=denoised))
         if sigmas[i + 1] == 0:
@@ -305,7 +305,7 @@ def unipc(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None, 
     sigmas = sigmas.to(torch.float64)
     x = x.to(torch.float64)
     n = len(sigmas) - 1
-    denoised = _first(denoiser, x, sigmas[0], class_labels, afs)
+    denoised = _denoised(denoiser, x, sigmas[0], class_labels, afs)
     hist = []  # (lambda, denoised), newest first
     for i in range(n):
         if callback is not None:
@@ -337,8 +337,7 @@ def ipndm(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None, 
     x = x.to(torch.float64)
     history = []
     for i in range(len(sigmas) - 1):
-        denoised = _first(denoiser, x, sigmas[i], class_labels, afs) if i == 0 else \
-            denoise(denoiser, x, sigmas[i], class_labels)
+        denoised = _denoised(denoiser, x, sigmas[i], class_labels, afs and i == 0)
         if callback is not None:
             callback(dict(i=i, x=x, sigma=sigmas[i], sigma_hat=sigmas[i], denoised=denoised))
         history.insert(0, (x - denoised) / sigmas[i])
@@ -381,8 +380,7 @@ def ipndm_v(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None
     x = x.to(torch.float64)
     history = []  # (sigma, d), newest first
     for i in range(len(sigmas) - 1):
-        denoised = _first(denoiser, x, sigmas[i], class_labels, afs) if i == 0 else \
-            denoise(denoiser, x, sigmas[i], class_labels)
+        denoised = _denoised(denoiser, x, sigmas[i], class_labels, afs and i == 0)
         if callback is not None:
             callback(dict(i=i, x=x, sigma=sigmas[i], sigma_hat=sigmas[i], denoised=denoised))
         history.insert(0, (sigmas[i], (x - denoised) / sigmas[i]))
@@ -433,8 +431,7 @@ def deis(denoiser, x, sigmas, *, class_labels=None, noise=None, callback=None, m
     t_of = vp_map(positive[-1], positive[0])[1] if len(positive) > 1 else None
     history = []  # (t, d), newest first
     for i in range(len(sigmas) - 1):
-        denoised = _first(denoiser, x, sigmas[i], class_labels, afs) if i == 0 else \
-            denoise(denoiser, x, sigmas[i], class_labels)
+        denoised = _denoised(denoiser, x, sigmas[i], class_labels, afs and i == 0)
         if callback is not None:
             callback(dict(i=i, x=x, sigma=sigmas[i], sigma_hat=sigmas[i], denoised=denoised))
         d = (x - denoised) / sigmas[i]

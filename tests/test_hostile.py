@@ -494,7 +494,7 @@ def test_a_manifest_that_is_a_device_or_nests_too_deep_is_one_line(tmp_path, cap
 
 def test_a_budget_beyond_the_declared_cap_is_refused_before_any_work(tmp_path, capsys):
     from bench.cli import main
-    from bench.errors import MAX_NFE
+    from bench.method import MAX_NFE
     assert main(["run", "--nfe", str(10**9), "--out", str(tmp_path)]) == 2
     assert f"integers in 1..{MAX_NFE:,}" in capsys.readouterr().err
     manifest = tmp_path / "m.toml"

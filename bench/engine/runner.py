@@ -31,8 +31,8 @@ from bench.engine.results import (
     versions,
     write_result,
 )
-from bench.errors import Interrupted, check_budgets
-from bench.method import BudgetError, objective
+from bench.errors import Interrupted
+from bench.method import BudgetError, check_budgets, objective
 from bench.registry import method_class, task_class
 from bench.task import Task, Unsupported
 

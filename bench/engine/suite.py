@@ -41,7 +41,7 @@ from bench.engine import runner
 from bench.engine.ints import MAX_VALUES, MalformedList, parse_ints  # noqa: F401  (the manifest's lists)
 from bench.engine.io import NotARegularFile, read_regular
 from bench.engine.results import git_sha
-from bench.errors import check_budgets
+from bench.method import check_budgets
 
 
 @dataclass(frozen=True)
@@ -286,8 +286,8 @@ def run_suite(jobs: list[Job], out, *, progress=True, cache=None, device="cpu", 
                 done(j, _run_one(j, out, cache, device, published), k)
         else:
             import concurrent.futures as cf
-            import os
             import multiprocessing
+            import os
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                                         initargs=(os.getpid(),)) as pool:
